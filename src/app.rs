@@ -1,0 +1,246 @@
+//! Building and running the dialer process. `App::build` connects and binds (port 0 in tests)
+//! and returns; `run_until_stopped` runs the supervised tasks until a signal or a failure.
+//! If one task dies the others are cancelled and the process exits non-zero instead of limping.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ari::{self, AriClient, ConnectionState, EventStream};
+use crate::config::Settings;
+use crate::db;
+
+pub struct App {
+    settings: Settings,
+    pool: PgPool,
+    ari: AriClient,
+    listener: TcpListener,
+    cancel: CancellationToken,
+}
+
+#[derive(Clone)]
+struct Shared {
+    pool: PgPool,
+    ari_state: watch::Receiver<ConnectionState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach PostgreSQL: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("the database schema is behind this binary; run `obzvon migrate` first (pending: {})", .0.join(", "))]
+    PendingMigrations(Vec<String>),
+    #[error("{0}")]
+    Ari(#[from] ari::AriError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let pool = db::connect(&settings.database).await.map_err(StartError::Database)?;
+        let pending = db::pending_migrations(&pool).await.map_err(StartError::Database)?;
+        if !pending.is_empty() {
+            return Err(StartError::PendingMigrations(pending));
+        }
+        let ari = AriClient::new(&settings.ari.url, &settings.ari.username, settings.ari.password.clone(), &settings.ari.app)?;
+        let addr = settings.http.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        Ok(App {
+            settings,
+            pool,
+            ari,
+            listener,
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Cancelling this token stops the app as a signal would.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let App {
+            settings,
+            pool,
+            ari,
+            listener,
+            cancel,
+        } = self;
+        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
+        let shared = Shared {
+            pool: pool.clone(),
+            ari_state: stream.state.clone(),
+        };
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(named("ari-websocket", async move {
+            ws_task.await?;
+            Ok(())
+        }));
+        tasks.spawn(named("ari-dispatcher", dispatch_events(stream, ari, cancel.child_token())));
+        tasks.spawn(named("http", serve_http(listener, shared, cancel.child_token())));
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            signals.cancel();
+        });
+
+        let mut failure = None;
+        // The first task to end decides: during shutdown that is expected, otherwise it failed.
+        if let Some(joined) = tasks.join_next().await {
+            let (name, result) = joined?;
+            if !cancel.is_cancelled() {
+                let why = result.err().map_or_else(|| "ended unexpectedly".to_owned(), |e| format!("{e:#}"));
+                tracing::error!(task = name, error = %why, "task failed; stopping");
+                failure = Some(anyhow::anyhow!("task {name} failed: {why}"));
+            }
+        }
+        cancel.cancel();
+        let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((name, Err(e))) = joined {
+                    tracing::warn!(task = name, error = %format!("{e:#}"), "task ended with an error during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "tasks still running after the grace period; aborting them");
+            tasks.abort_all();
+        }
+        pool.close().await;
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn named<F>(name: &'static str, task: F) -> (&'static str, anyhow::Result<()>)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    (name, task.await)
+}
+
+/// Takes events off the websocket channel and hands them on; watches the connection so that
+/// every reconnect is followed by a reconciliation with Asterisk.
+async fn dispatch_events(mut stream: EventStream, ari: AriClient, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut last_session = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = stream.state.changed() => {
+                changed?;
+                let state = stream.state.borrow_and_update().clone();
+                if let ConnectionState::Connected { session, .. } = state {
+                    if last_session != Some(session) {
+                        last_session = Some(session);
+                        reconcile(&ari).await;
+                    }
+                }
+            }
+            event = stream.events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                tracing::debug!(
+                    event = event.type_name.as_str(),
+                    channel.id = event.channel_id().unwrap_or(""),
+                    "ari event"
+                );
+                if event.kind == ari::EventKind::ApplicationReplaced {
+                    tracing::error!(app = ari.app(), "another ARI client took over our Stasis application");
+                }
+            }
+        }
+    }
+}
+
+/// Re-reads what Asterisk holds for our application after a (re)connect: events may have been
+/// missed while the websocket was down. The call flow uses this to settle its attempts.
+async fn reconcile(ari: &AriClient) {
+    match ari.application().await {
+        Ok(app) => tracing::info!(
+            channels = app.channel_ids.len(),
+            bridges = app.bridge_ids.len(),
+            "reconciled with Asterisk"
+        ),
+        // Asterisk answers 404 for an app that has no websocket yet; the next connect retries.
+        Err(e) => tracing::warn!(error = %e, "reconcile with Asterisk failed"),
+    }
+}
+
+async fn serve_http(listener: TcpListener, shared: Shared, cancel: CancellationToken) -> anyhow::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared);
+    tracing::info!(addr = %listener.local_addr()?, "http listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Ready when PostgreSQL answers and the ARI websocket is connected.
+async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    let database = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
+    let ari_state = shared.ari_state.borrow().clone();
+    let ari = ari_state.is_connected();
+    let status = if database && ari {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let detail = match &ari_state {
+        ConnectionState::Connecting => "connecting".to_owned(),
+        ConnectionState::Connected { since, .. } => format!("connected since {since}"),
+        ConnectionState::Disconnected { since, reason, .. } => format!("disconnected since {since}: {reason}"),
+    };
+    (
+        status,
+        Json(serde_json::json!({ "database": database, "ari": ari, "ari_detail": detail })),
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+

@@ -1,0 +1,319 @@
+//! Configuration: built-in defaults, then a TOML file, then `OBZVON_<SECTION>__<KEY>`
+//! environment variables (e.g. `OBZVON_ARI__PASSWORD`). Unknown keys are errors, so a typo in
+//! the file is caught by `obzvon check-config` instead of silently ignored. Secrets are typed
+//! and print as `[REDACTED]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Sections an `OBZVON_…` variable may address; anything else in the environment is ignored.
+const SECTIONS: &[&str] = &["database", "ari", "http", "amqp", "log", "instance"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub ari: AriSettings,
+    pub http: HttpSettings,
+    pub amqp: AmqpSettings,
+    pub log: LogSettings,
+    pub instance: InstanceSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AriSettings {
+    /// The ARI root, `http://host:8088/ari`.
+    pub url: String,
+    pub username: String,
+    pub password: SecretString,
+    /// The Stasis application name the dialplan and originates use.
+    pub app: String,
+    pub ping_interval_secs: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    pub url: SecretString,
+    pub events_exchange: String,
+    pub request_queue: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info,obzvon=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSettings {
+    /// Names this obzvon process in the database (one per Asterisk box when several share one
+    /// PostgreSQL); empty means the host name.
+    pub id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The defaults: the test bed's values, which are also what `obzvon.example.toml` documents.
+fn defaults() -> serde_json::Value {
+    serde_json::json!({
+        "database": {
+            "url": "postgres://obzvon:obzvon@127.0.0.1:5432/obzvon",
+            "max_connections": 10,
+            "acquire_timeout_secs": 5,
+        },
+        "ari": {
+            "url": "http://127.0.0.1:8088/ari",
+            "username": "obzvon",
+            "password": "obzvon",
+            "app": "obzvon",
+            "ping_interval_secs": 10,
+            "reconnect_min_ms": 200,
+            "reconnect_max_ms": 10000,
+        },
+        "http": { "listen": "127.0.0.1:8080", "shutdown_grace_secs": 15 },
+        "amqp": {
+            "url": "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "events_exchange": "outbound.call.events",
+            "request_queue": "outbound.call.request",
+        },
+        "log": { "format": "text", "filter": "info" },
+        "instance": { "id": "" },
+    })
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given (it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, Env::prefixed("OBZVON_"))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(defaults()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = env
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                SECTIONS.iter().any(|s| key.starts_with(&format!("{s}__")))
+            })
+            .split("__");
+        let mut settings: Settings = figment.merge(env).extract().map_err(Box::new)?;
+        if settings.instance.id.trim().is_empty() {
+            settings.instance.id = hostname();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let db = self.database.url.expose_secret();
+        if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            problems.push("database.url must be a postgres:// URL".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".to_owned());
+        }
+        match url::Url::parse(&self.ari.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => problems.push(format!("ari.url {:?} must be an http(s) URL such as http://127.0.0.1:8088/ari", self.ari.url)),
+        }
+        if self.ari.app.trim().is_empty() || self.ari.app.contains([',', ' ', '/']) {
+            problems.push(format!("ari.app {:?} must be a non-empty name without commas, spaces or slashes", self.ari.app));
+        }
+        if self.ari.username.is_empty() {
+            problems.push("ari.username must not be empty".to_owned());
+        }
+        if self.ari.ping_interval_secs == 0 {
+            problems.push("ari.ping_interval_secs must be at least 1".to_owned());
+        }
+        if self.ari.reconnect_min_ms == 0 || self.ari.reconnect_min_ms > self.ari.reconnect_max_ms {
+            problems.push("ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms".to_owned());
+        }
+        let amqp = self.amqp.url.expose_secret();
+        if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
+            problems.push("amqp.url must be an amqp:// URL".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn ari_stream(&self) -> crate::ari::StreamSettings {
+        crate::ari::StreamSettings {
+            ping_interval: Duration::from_secs(self.ari.ping_interval_secs),
+            min_backoff: Duration::from_millis(self.ari.reconnect_min_ms),
+            max_backoff: Duration::from_millis(self.ari.reconnect_max_ms),
+        }
+    }
+
+    /// A summary safe to print: no passwords.
+    pub fn redacted_summary(&self) -> String {
+        let db = redact_url(self.database.url.expose_secret());
+        format!(
+            "instance.id = {}\ndatabase.url = {db}\nari.url = {} (user {}, app {})\nhttp.listen = {}\namqp.url = {}\nlog = {:?} {}",
+            self.instance.id,
+            self.ari.url,
+            self.ari.username,
+            self.ari.app,
+            self.http.listen,
+            redact_url(self.amqp.url.expose_secret()),
+            self.log.format,
+            self.log.filter,
+        )
+    }
+}
+
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable>".to_owned(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "obzvon".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.ari.app, "obzvon");
+            assert_eq!(s.http.listen.port(), 8080);
+            assert!(!s.instance.id.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_loads_and_documents_every_key() {
+        Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("obzvon.example.toml");
+            Settings::load(Some(&path)).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let example: toml::Table = text.parse().unwrap();
+            let defaults = defaults();
+            for (section, keys) in defaults.as_object().unwrap() {
+                for key in keys.as_object().unwrap().keys() {
+                    let present = example.get(section).and_then(|s| s.get(key)).is_some();
+                    assert!(present, "obzvon.example.toml lacks {section}.{key}");
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("o.toml", "[ari]\npassword = \"from-file\"\napp = \"file-app\"\n")?;
+            jail.set_env("OBZVON_ARI__APP", "env-app");
+            jail.set_env("OBZVON_TESTBED", "/ignored/not/a/section");
+            let s = Settings::load(Some(Path::new("o.toml"))).unwrap();
+            assert_eq!(s.ari.app, "env-app");
+            assert_eq!(s.ari.password.expose_secret(), "from-file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported_by_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[ari]\npasword = \"x\"\n")?;
+            let err = Settings::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(err.contains("pasword"), "{err}");
+
+            jail.create_file("bad.toml", "[ari]\nurl = \"ftp://x\"\napp = \"a,b\"\n[database]\nmax_connections = 0\n")?;
+            let err = Settings::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(err.contains("ari.url"), "{err}");
+            assert!(err.contains("ari.app"), "{err}");
+            assert!(err.contains("database.max_connections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_defaults() {
+        Jail::expect_with(|_| {
+            let err = Settings::load(Some(Path::new("nope.toml"))).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OBZVON_ARI__PASSWORD", "s3cret-ari");
+            jail.set_env("OBZVON_DATABASE__URL", "postgres://u:s3cret-db@h/db");
+            let s = Settings::load(None).unwrap();
+            let shown = format!("{s:?}\n{}", s.redacted_summary());
+            assert!(!shown.contains("s3cret"), "{shown}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,15 @@
+//! obzvon: an outbound call-campaign dialer for Asterisk. One process is an ARI Stasis
+//! application (the call flow), a scheduler and an HTTP API; PostgreSQL holds all state.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod ari;
+pub mod calls;
+pub mod cli;
+pub mod campaigns;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod leads;
+pub mod operators;
+pub mod telemetry;

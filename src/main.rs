@@ -1,0 +1,64 @@
+//! The `obzvon` command: thin; everything lives in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use obzvon::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "obzvon", version, about = "Outbound call-campaign dialer for Asterisk")]
+struct Cli {
+    /// TOML configuration file (see obzvon.example.toml); OBZVON_<SECTION>__<KEY> variables
+    /// override it. Without it: built-in defaults plus the environment.
+    #[arg(long, short, global = true, env = "OBZVON_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dialer: ARI application, scheduler, REST API.
+    Serve,
+    /// Apply pending database migrations (safe to repeat).
+    Migrate,
+    /// Validate the configuration and print it without secrets.
+    CheckConfig {
+        /// Also connect to PostgreSQL and ARI and report what answers.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Print ARI events for the configured application as they arrive (diagnostics).
+    AriEvents,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("obzvon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    obzvon::telemetry::init(&settings.log);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(obzvon::cli::run(cli_command(cli.command), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("obzvon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_command(command: Command) -> obzvon::cli::Command {
+    match command {
+        Command::Serve => obzvon::cli::Command::Serve,
+        Command::Migrate => obzvon::cli::Command::Migrate,
+        Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
+        Command::AriEvents => obzvon::cli::Command::AriEvents,
+    }
+}
