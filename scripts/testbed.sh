@@ -255,11 +255,11 @@ trunk_stop() {
 print_env() {
 	cat <<-ENV
 		export DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME
+		export OBZVON_DATABASE__URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME
 		export OBZVON_ARI__URL=$ARI_URL
 		export OBZVON_ARI__USERNAME=$ARI_USER
 		export OBZVON_ARI__PASSWORD=$ARI_PASSWORD
 		export OBZVON_AMQP__URL=amqp://guest:guest@127.0.0.1:5672/%2f
-		export OBZVON_TESTBED=$REPO/scripts/testbed.sh
 	ENV
 }
 

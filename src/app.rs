@@ -43,19 +43,33 @@ pub enum StartError {
     #[error("{0}")]
     Ari(#[from] ari::AriError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
-        let pool = db::connect(&settings.database).await.map_err(StartError::Database)?;
-        let pending = db::pending_migrations(&pool).await.map_err(StartError::Database)?;
+        let pool = db::connect(&settings.database)
+            .await
+            .map_err(StartError::Database)?;
+        let pending = db::pending_migrations(&pool)
+            .await
+            .map_err(StartError::Database)?;
         if !pending.is_empty() {
             return Err(StartError::PendingMigrations(pending));
         }
-        let ari = AriClient::new(&settings.ari.url, &settings.ari.username, settings.ari.password.clone(), &settings.ari.app)?;
+        let ari = AriClient::new(
+            &settings.ari.url,
+            &settings.ari.username,
+            settings.ari.password.clone(),
+            &settings.ari.app,
+        )?;
         let addr = settings.http.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         Ok(App {
             settings,
             pool,
@@ -66,7 +80,9 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Cancelling this token stops the app as a signal would.
@@ -82,7 +98,8 @@ impl App {
             listener,
             cancel,
         } = self;
-        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
+        let (stream, ws_task) =
+            ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
         let shared = Shared {
             pool: pool.clone(),
             ari_state: stream.state.clone(),
@@ -93,8 +110,14 @@ impl App {
             ws_task.await?;
             Ok(())
         }));
-        tasks.spawn(named("ari-dispatcher", dispatch_events(stream, ari, cancel.child_token())));
-        tasks.spawn(named("http", serve_http(listener, shared, cancel.child_token())));
+        tasks.spawn(named(
+            "ari-dispatcher",
+            dispatch_events(stream, ari, cancel.child_token()),
+        ));
+        tasks.spawn(named(
+            "http",
+            serve_http(listener, shared, cancel.child_token()),
+        ));
         let signals = cancel.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -107,7 +130,9 @@ impl App {
         if let Some(joined) = tasks.join_next().await {
             let (name, result) = joined?;
             if !cancel.is_cancelled() {
-                let why = result.err().map_or_else(|| "ended unexpectedly".to_owned(), |e| format!("{e:#}"));
+                let why = result
+                    .err()
+                    .map_or_else(|| "ended unexpectedly".to_owned(), |e| format!("{e:#}"));
                 tracing::error!(task = name, error = %why, "task failed; stopping");
                 failure = Some(anyhow::anyhow!("task {name} failed: {why}"));
             }
@@ -123,7 +148,10 @@ impl App {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_secs = grace.as_secs(), "tasks still running after the grace period; aborting them");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "tasks still running after the grace period; aborting them"
+            );
             tasks.abort_all();
         }
         pool.close().await;
@@ -146,7 +174,11 @@ where
 
 /// Takes events off the websocket channel and hands them on; watches the connection so that
 /// every reconnect is followed by a reconciliation with Asterisk.
-async fn dispatch_events(mut stream: EventStream, ari: AriClient, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn dispatch_events(
+    mut stream: EventStream,
+    ari: AriClient,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut last_session = None;
     loop {
         tokio::select! {
@@ -190,7 +222,11 @@ async fn reconcile(ari: &AriClient) {
     }
 }
 
-async fn serve_http(listener: TcpListener, shared: Shared, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn serve_http(
+    listener: TcpListener,
+    shared: Shared,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -215,7 +251,9 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     let detail = match &ari_state {
         ConnectionState::Connecting => "connecting".to_owned(),
         ConnectionState::Connected { since, .. } => format!("connected since {since}"),
-        ConnectionState::Disconnected { since, reason, .. } => format!("disconnected since {since}: {reason}"),
+        ConnectionState::Disconnected { since, reason, .. } => {
+            format!("disconnected since {since}: {reason}")
+        }
     };
     (
         status,
@@ -243,4 +281,3 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
 }
-

@@ -22,10 +22,15 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            let pool = db::connect(&settings.database).await.context("cannot reach PostgreSQL")?;
+            let pool = db::connect(&settings.database)
+                .await
+                .context("cannot reach PostgreSQL")?;
             let applied = db::migrate(&pool).await.context("migration failed")?;
             if applied.is_empty() {
-                println!("schema up to date ({} migrations)", db::MIGRATOR.iter().count());
+                println!(
+                    "schema up to date ({} migrations)",
+                    db::MIGRATOR.iter().count()
+                );
             } else {
                 for m in applied {
                     println!("applied {m}");
@@ -71,18 +76,28 @@ fn ari_client(settings: &Settings) -> anyhow::Result<AriClient> {
 }
 
 async fn check_connections(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database).await.context("PostgreSQL: cannot connect")?;
-    let pending = db::pending_migrations(&pool).await.context("PostgreSQL: cannot read migrations")?;
+    let pool = db::connect(&settings.database)
+        .await
+        .context("PostgreSQL: cannot connect")?;
+    let pending = db::pending_migrations(&pool)
+        .await
+        .context("PostgreSQL: cannot read migrations")?;
     if pending.is_empty() {
         println!("PostgreSQL: OK, schema up to date");
     } else {
-        println!("PostgreSQL: OK, {} migrations pending (run `obzvon migrate`)", pending.len());
+        println!(
+            "PostgreSQL: OK, {} migrations pending (run `obzvon migrate`)",
+            pending.len()
+        );
     }
     let info = ari_client(settings)?
         .asterisk_info()
         .await
         .context("ARI: cannot reach Asterisk")?;
-    let version = info.system.map(|s| s.version).unwrap_or_else(|| "unknown".to_owned());
+    let version = info
+        .system
+        .map(|s| s.version)
+        .unwrap_or_else(|| "unknown".to_owned());
     println!("ARI: OK, Asterisk {version}");
     Ok(())
 }

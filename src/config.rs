@@ -164,10 +164,16 @@ impl Settings {
         }
         match url::Url::parse(&self.ari.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => problems.push(format!("ari.url {:?} must be an http(s) URL such as http://127.0.0.1:8088/ari", self.ari.url)),
+            _ => problems.push(format!(
+                "ari.url {:?} must be an http(s) URL such as http://127.0.0.1:8088/ari",
+                self.ari.url
+            )),
         }
         if self.ari.app.trim().is_empty() || self.ari.app.contains([',', ' ', '/']) {
-            problems.push(format!("ari.app {:?} must be a non-empty name without commas, spaces or slashes", self.ari.app));
+            problems.push(format!(
+                "ari.app {:?} must be a non-empty name without commas, spaces or slashes",
+                self.ari.app
+            ));
         }
         if self.ari.username.is_empty() {
             problems.push("ari.username must not be empty".to_owned());
@@ -176,7 +182,10 @@ impl Settings {
             problems.push("ari.ping_interval_secs must be at least 1".to_owned());
         }
         if self.ari.reconnect_min_ms == 0 || self.ari.reconnect_min_ms > self.ari.reconnect_max_ms {
-            problems.push("ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms".to_owned());
+            problems.push(
+                "ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms"
+                    .to_owned(),
+            );
         }
         let amqp = self.amqp.url.expose_secret();
         if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
@@ -270,7 +279,10 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         Jail::expect_with(|jail| {
-            jail.create_file("o.toml", "[ari]\npassword = \"from-file\"\napp = \"file-app\"\n")?;
+            jail.create_file(
+                "o.toml",
+                "[ari]\npassword = \"from-file\"\napp = \"file-app\"\n",
+            )?;
             jail.set_env("OBZVON_ARI__APP", "env-app");
             jail.set_env("OBZVON_TESTBED", "/ignored/not/a/section");
             let s = Settings::load(Some(Path::new("o.toml"))).unwrap();
@@ -284,11 +296,18 @@ mod tests {
     fn unknown_keys_and_bad_values_are_reported_by_name() {
         Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "[ari]\npasword = \"x\"\n")?;
-            let err = Settings::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            let err = Settings::load(Some(Path::new("typo.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("pasword"), "{err}");
 
-            jail.create_file("bad.toml", "[ari]\nurl = \"ftp://x\"\napp = \"a,b\"\n[database]\nmax_connections = 0\n")?;
-            let err = Settings::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            jail.create_file(
+                "bad.toml",
+                "[ari]\nurl = \"ftp://x\"\napp = \"a,b\"\n[database]\nmax_connections = 0\n",
+            )?;
+            let err = Settings::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("ari.url"), "{err}");
             assert!(err.contains("ari.app"), "{err}");
             assert!(err.contains("database.max_connections"), "{err}");

@@ -5,8 +5,8 @@
 pub mod app;
 pub mod ari;
 pub mod calls;
-pub mod cli;
 pub mod campaigns;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod ids;

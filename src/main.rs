@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use obzvon::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "obzvon", version, about = "Outbound call-campaign dialer for Asterisk")]
+#[command(
+    name = "obzvon",
+    version,
+    about = "Outbound call-campaign dialer for Asterisk"
+)]
 struct Cli {
     /// TOML configuration file (see obzvon.example.toml); OBZVON_<SECTION>__<KEY> variables
     /// override it. Without it: built-in defaults plus the environment.

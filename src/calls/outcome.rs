@@ -84,7 +84,10 @@ wire_names!(AttemptResult {
 impl AttemptStatus {
     /// A live attempt may hold a channel; one number has at most one live attempt.
     pub fn is_live(self) -> bool {
-        matches!(self, AttemptStatus::Init | AttemptStatus::Ringing | AttemptStatus::InProgress)
+        matches!(
+            self,
+            AttemptStatus::Init | AttemptStatus::Ringing | AttemptStatus::InProgress
+        )
     }
 }
 
@@ -125,11 +128,17 @@ mod tests {
     fn wire_names_round_trip_and_match_serde() {
         for s in AttemptStatus::ALL {
             assert_eq!(AttemptStatus::parse(s.as_str()), Some(*s));
-            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         for r in AttemptResult::ALL {
             assert_eq!(AttemptResult::parse(r.as_str()), Some(*r));
-            assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         assert_eq!(AttemptStatus::ALL.len(), 6);
         assert_eq!(AttemptResult::ALL.len(), 12);
@@ -138,7 +147,11 @@ mod tests {
 
     #[test]
     fn live_statuses() {
-        let live: Vec<_> = AttemptStatus::ALL.iter().filter(|s| s.is_live()).map(|s| s.as_str()).collect();
+        let live: Vec<_> = AttemptStatus::ALL
+            .iter()
+            .filter(|s| s.is_live())
+            .map(|s| s.as_str())
+            .collect();
         assert_eq!(live, ["init", "ringing", "in-progress"]);
     }
 

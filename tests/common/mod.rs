@@ -1,0 +1,283 @@
+//! Helpers shared by the integration tests. They run against the real test bed
+//! (`scripts/testbed.sh up`): Asterisk 22 in its chroot, the SIPp trunk, PostgreSQL. When a part
+//! is missing the test fails with a message saying how to start it; nothing is skipped.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use obzvon::ari::{self, AriClient, ConnectionState, Event, EventStream};
+use obzvon::config::Settings;
+use rand::Rng;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Settings from the environment (what `scripts/testbed.sh env` prints) over the defaults.
+pub fn settings() -> Settings {
+    Settings::load(None).expect("test settings")
+}
+
+/// An ARI client under a Stasis application name of its own, so parallel tests never see
+/// each other's events (two websockets on one app name would replace each other).
+pub async fn ari_client(label: &str) -> AriClient {
+    let s = settings();
+    let app = format!(
+        "obzvon-test-{label}-{:06x}",
+        rand::rng().random_range(0..0xffffff)
+    );
+    let client = AriClient::new(&s.ari.url, &s.ari.username, s.ari.password.clone(), &app).unwrap();
+    if let Err(e) = client.asterisk_info().await {
+        panic!(
+            "the Asterisk test bed does not answer at {} ({e}). Start it with `scripts/testbed.sh up` (as root).",
+            s.ari.url
+        );
+    }
+    client
+}
+
+pub fn require_trunk() {
+    let found = Command::new("pgrep")
+        .args(["-f", "sipp .*-p 5070 "])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "the SIPp trunk is not running on 127.0.0.1:5070. Start it with `scripts/testbed.sh up`."
+    );
+}
+
+/// A test-bed number whose last five digits tell the SIPp trunk what to do (see
+/// scripts/sipp/trunk-uas.xml): behaviour, ring seconds, talk seconds. The rest is random so
+/// parallel tests never dial the same number.
+pub fn number(behaviour: u8, ring_secs: u8, talk_secs: u8) -> String {
+    let free: u32 = rand::rng().random_range(0..10_000);
+    format!("+79{free:04}{behaviour}{ring_secs:02}{talk_secs:02}")
+}
+
+pub fn trunk_endpoint(number: &str) -> String {
+    format!("PJSIP/{number}@trunk")
+}
+
+/// Events of one application, with waiting helpers that fail with what was seen.
+pub struct Events {
+    pub stream: EventStream,
+    pub seen: Vec<Event>,
+    pub cancel: CancellationToken,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub async fn connect_events(client: &AriClient) -> Events {
+    let cancel = CancellationToken::new();
+    let settings = ari::StreamSettings {
+        ping_interval: Duration::from_secs(2),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    };
+    let (stream, _task) = ari::ws::spawn(client.clone(), settings, cancel.clone());
+    let mut events = Events {
+        stream,
+        seen: Vec::new(),
+        cancel,
+    };
+    events.wait_connected(Duration::from_secs(10)).await;
+    events
+}
+
+impl Events {
+    pub async fn wait_connected(&mut self, limit: Duration) -> u64 {
+        let last = self.stream.state.clone();
+        let state = tokio::time::timeout(limit, self.stream.state.wait_for(|s| s.is_connected()))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "ARI websocket not connected within {limit:?}: {:?}",
+                    *last.borrow()
+                )
+            })
+            .expect("ws task alive")
+            .clone();
+        match state {
+            ConnectionState::Connected { session, .. } => session,
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn wait_disconnected(&mut self, limit: Duration) -> ConnectionState {
+        tokio::time::timeout(limit, self.stream.state.wait_for(|s| !s.is_connected()))
+            .await
+            .unwrap_or_else(|_| panic!("ARI websocket did not report the outage within {limit:?}"))
+            .expect("ws task alive")
+            .clone()
+    }
+
+    /// Waits for the first event (already seen or new) matching `pred`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.events.recv()).await {
+                Ok(Some(event)) => {
+                    self.seen.push(event.clone());
+                    if pred(&event) {
+                        return event;
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {what}"),
+                Err(_) => panic!(
+                    "no {what} within {limit:?}; saw: {:?}",
+                    self.seen
+                        .iter()
+                        .map(|e| format!("{}({:?})", e.type_name, e.channel_id()))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    pub async fn wait_channel(&mut self, channel: &str, type_name: &str, limit: Duration) -> Event {
+        let what = format!("{type_name} for {channel}");
+        self.wait_for(&what, limit, |e| {
+            e.type_name == type_name && e.channel_id() == Some(channel)
+        })
+        .await
+    }
+}
+
+/// Runs `scripts/testbed.sh ARGS…` and fails the test if it fails.
+pub fn testbed(args: &[&str]) {
+    let out = Command::new(repo_path("scripts/testbed.sh"))
+        .args(args)
+        .output()
+        .expect("run scripts/testbed.sh");
+    assert!(
+        out.status.success(),
+        "scripts/testbed.sh {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A SIPp operator phone (scripts/sipp/operator-phone.xml) on the port of endpoint `opN`;
+/// killed when dropped. `keys` rows: key1;after1_ms;key2;after2_ms;hangup_after_ms.
+pub struct Phone {
+    child: Child,
+    _dir: PathBuf,
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn operator_phone(n: u8, rows: &[&str]) -> Phone {
+    let dir = std::env::temp_dir().join(format!("obzvon-phone-{n}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.csv");
+    std::fs::write(&keys, format!("SEQUENTIAL\n{}\n", rows.join("\n"))).unwrap();
+    let port = 5070 + u16::from(n);
+    let child = Command::new("sipp")
+        .args([
+            "-sf",
+            repo_path("scripts/sipp/operator-phone.xml")
+                .to_str()
+                .unwrap(),
+        ])
+        .args(["-inf", keys.to_str().unwrap()])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+        ])
+        .args([
+            "-mp",
+            &(16100 + u16::from(n) * 10).to_string(),
+            "-nostdin",
+            "-trace_err",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester; scripts/testbed.sh up installs it)");
+    // SIPp binds its port right away; give it a moment before Asterisk sends the INVITE.
+    std::thread::sleep(Duration::from_millis(300));
+    Phone { child, _dir: dir }
+}
+
+/// A fresh, empty database on the test server, dropped when the guard is dropped.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin_url = settings().database.url.expose_secret().to_owned();
+        let name = format!("obzvon_test_{:08x}", rand::rng().random::<u32>());
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL does not answer at the configured database.url ({e}). Start it with `scripts/testbed.sh up`.")
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        TestDb {
+            url: url.to_string(),
+            name,
+            admin_url,
+        }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop from a fresh thread: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
