@@ -43,20 +43,13 @@ pub enum StartError {
     #[error("{0}")]
     Ari(#[from] ari::AriError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
-        let pool = db::connect(&settings.database)
-            .await
-            .map_err(StartError::Database)?;
-        let pending = db::pending_migrations(&pool)
-            .await
-            .map_err(StartError::Database)?;
+        let pool = db::connect(&settings.database).await.map_err(StartError::Database)?;
+        let pending = db::pending_migrations(&pool).await.map_err(StartError::Database)?;
         if !pending.is_empty() {
             return Err(StartError::PendingMigrations(pending));
         }
@@ -80,9 +73,7 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// Cancelling this token stops the app as a signal would.
@@ -98,8 +89,7 @@ impl App {
             listener,
             cancel,
         } = self;
-        let (stream, ws_task) =
-            ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
+        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
         let shared = Shared {
             pool: pool.clone(),
             ari_state: stream.state.clone(),
@@ -114,10 +104,7 @@ impl App {
             "ari-dispatcher",
             dispatch_events(stream, ari, cancel.child_token()),
         ));
-        tasks.spawn(named(
-            "http",
-            serve_http(listener, shared, cancel.child_token()),
-        ));
+        tasks.spawn(named("http", serve_http(listener, shared, cancel.child_token())));
         let signals = cancel.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -174,11 +161,7 @@ where
 
 /// Takes events off the websocket channel and hands them on; watches the connection so that
 /// every reconnect is followed by a reconciliation with Asterisk.
-async fn dispatch_events(
-    mut stream: EventStream,
-    ari: AriClient,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+async fn dispatch_events(mut stream: EventStream, ari: AriClient, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut last_session = None;
     loop {
         tokio::select! {
@@ -222,11 +205,7 @@ async fn reconcile(ari: &AriClient) {
     }
 }
 
-async fn serve_http(
-    listener: TcpListener,
-    shared: Shared,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+async fn serve_http(listener: TcpListener, shared: Shared, cancel: CancellationToken) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

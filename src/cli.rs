@@ -11,8 +11,15 @@ use crate::db;
 pub enum Command {
     Serve,
     Migrate,
-    CheckConfig { connect: bool },
+    CheckConfig {
+        connect: bool,
+    },
     AriEvents,
+    Demo {
+        operator: String,
+        trunk: String,
+        dial_timeout_secs: u32,
+    },
 }
 
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -27,10 +34,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .context("cannot reach PostgreSQL")?;
             let applied = db::migrate(&pool).await.context("migration failed")?;
             if applied.is_empty() {
-                println!(
-                    "schema up to date ({} migrations)",
-                    db::MIGRATOR.iter().count()
-                );
+                println!("schema up to date ({} migrations)", db::MIGRATOR.iter().count());
             } else {
                 for m in applied {
                     println!("applied {m}");
@@ -46,6 +50,11 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("configuration OK");
             Ok(())
         }
+        Command::Demo {
+            operator,
+            trunk,
+            dial_timeout_secs,
+        } => crate::demo::run(&settings, &operator, &trunk, dial_timeout_secs).await,
         Command::AriEvents => {
             let client = ari_client(&settings)?;
             let cancel = CancellationToken::new();
@@ -94,10 +103,7 @@ async fn check_connections(settings: &Settings) -> anyhow::Result<()> {
         .asterisk_info()
         .await
         .context("ARI: cannot reach Asterisk")?;
-    let version = info
-        .system
-        .map(|s| s.version)
-        .unwrap_or_else(|| "unknown".to_owned());
+    let version = info.system.map(|s| s.version).unwrap_or_else(|| "unknown".to_owned());
     println!("ARI: OK, Asterisk {version}");
     Ok(())
 }

@@ -128,10 +128,6 @@ fn defaults() -> serde_json::Value {
 impl Settings {
     /// Loads defaults, then `file` if given (it must exist), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::load_with_env(file, Env::prefixed("OBZVON_"))
-    }
-
-    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(defaults()));
         if let Some(path) = file {
             if !path.is_file() {
@@ -139,7 +135,7 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let env = env
+        let env = Env::prefixed("OBZVON_")
             .filter(|key| {
                 let key = key.as_str().to_ascii_lowercase();
                 SECTIONS.iter().any(|s| key.starts_with(&format!("{s}__")))
@@ -182,10 +178,7 @@ impl Settings {
             problems.push("ari.ping_interval_secs must be at least 1".to_owned());
         }
         if self.ari.reconnect_min_ms == 0 || self.ari.reconnect_min_ms > self.ari.reconnect_max_ms {
-            problems.push(
-                "ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms"
-                    .to_owned(),
-            );
+            problems.push("ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms".to_owned());
         }
         let amqp = self.amqp.url.expose_secret();
         if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
@@ -243,13 +236,15 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closures return figment::Error")]
 mod tests {
     use super::*;
     use figment::Jail;
 
     #[test]
     fn defaults_alone_are_valid() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let s = Settings::load(None).unwrap();
             assert_eq!(s.ari.app, "obzvon");
             assert_eq!(s.http.listen.port(), 8080);
@@ -260,7 +255,8 @@ mod tests {
 
     #[test]
     fn the_example_file_loads_and_documents_every_key() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("obzvon.example.toml");
             Settings::load(Some(&path)).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
@@ -279,10 +275,8 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "o.toml",
-                "[ari]\npassword = \"from-file\"\napp = \"file-app\"\n",
-            )?;
+            jail.clear_env();
+            jail.create_file("o.toml", "[ari]\npassword = \"from-file\"\napp = \"file-app\"\n")?;
             jail.set_env("OBZVON_ARI__APP", "env-app");
             jail.set_env("OBZVON_TESTBED", "/ignored/not/a/section");
             let s = Settings::load(Some(Path::new("o.toml"))).unwrap();
@@ -295,19 +289,16 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_reported_by_name() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("typo.toml", "[ari]\npasword = \"x\"\n")?;
-            let err = Settings::load(Some(Path::new("typo.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Settings::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
             assert!(err.contains("pasword"), "{err}");
 
             jail.create_file(
                 "bad.toml",
                 "[ari]\nurl = \"ftp://x\"\napp = \"a,b\"\n[database]\nmax_connections = 0\n",
             )?;
-            let err = Settings::load(Some(Path::new("bad.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Settings::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
             assert!(err.contains("ari.url"), "{err}");
             assert!(err.contains("ari.app"), "{err}");
             assert!(err.contains("database.max_connections"), "{err}");
@@ -317,7 +308,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error_not_defaults() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let err = Settings::load(Some(Path::new("nope.toml"))).unwrap_err();
             assert!(matches!(err, ConfigError::MissingFile(_)));
             Ok(())
@@ -327,6 +319,7 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("OBZVON_ARI__PASSWORD", "s3cret-ari");
             jail.set_env("OBZVON_DATABASE__URL", "postgres://u:s3cret-db@h/db");
             let s = Settings::load(None).unwrap();

@@ -50,9 +50,8 @@ async fn applied_versions(pool: &PgPool) -> Result<HashSet<i64>, sqlx::Error> {
     if !exists {
         return Ok(HashSet::new());
     }
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await?;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await?;
     Ok(versions.into_iter().collect())
 }

@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod ids;
 pub mod leads;
 pub mod operators;

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use obzvon::config::Settings;
 
 #[derive(Parser)]
-#[command(
-    name = "obzvon",
-    version,
-    about = "Outbound call-campaign dialer for Asterisk"
-)]
+#[command(name = "obzvon", version, about = "Outbound call-campaign dialer for Asterisk")]
 struct Cli {
     /// TOML configuration file (see obzvon.example.toml); OBZVON_<SECTION>__<KEY> variables
     /// override it. Without it: built-in defaults plus the environment.
@@ -36,6 +32,18 @@ enum Command {
     },
     /// Print ARI events for the configured application as they arrive (diagnostics).
     AriEvents,
+    /// Place demo calls through the test bed (scripts/demo.sh runs the whole thing).
+    Demo {
+        /// The operator phone each answered customer is bridged to.
+        #[arg(long, default_value = "PJSIP/op1")]
+        operator: String,
+        /// Endpoint template for customers; {number} is replaced by the E.164 number.
+        #[arg(long, default_value = "PJSIP/{number}@trunk")]
+        trunk: String,
+        /// Seconds to ring before giving up.
+        #[arg(long, default_value_t = 8)]
+        dial_timeout_secs: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,5 +72,14 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
         Command::Migrate => obzvon::cli::Command::Migrate,
         Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
         Command::AriEvents => obzvon::cli::Command::AriEvents,
+        Command::Demo {
+            operator,
+            trunk,
+            dial_timeout_secs,
+        } => obzvon::cli::Command::Demo {
+            operator,
+            trunk,
+            dial_timeout_secs,
+        },
     }
 }

@@ -34,28 +34,18 @@ async fn serve_reports_ready_when_database_and_ari_are_up_and_stops_cleanly() {
     ari_client("probe").await; // fails clearly when the test bed is down
     let db = TestDb::create().await;
     obzvon::db::migrate(&db.pool().await).await.unwrap();
-    let app = App::build(settings_for(&db, "obzvon-test-serve"))
-        .await
-        .unwrap();
+    let app = App::build(settings_for(&db, "obzvon-test-serve")).await.unwrap();
     let addr = app.local_addr();
     let cancel = app.cancel_token();
     let running = tokio::spawn(app.run_until_stopped());
 
     let http = reqwest::Client::new();
-    let health = http
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = http.get(format!("http://{addr}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
     let mut ready = None;
     for _ in 0..50 {
-        let r = http
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
         if r.status() == 200 {
             ready = Some(r.json::<serde_json::Value>().await.unwrap());
             break;
@@ -72,10 +62,7 @@ async fn serve_reports_ready_when_database_and_ari_are_up_and_stops_cleanly() {
         .expect("stops within 10 s");
     result.unwrap().expect("clean stop");
     assert!(
-        http.get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .is_err(),
+        http.get(format!("http://{addr}/healthz")).send().await.is_err(),
         "listener closed"
     );
 }

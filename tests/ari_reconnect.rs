@@ -24,11 +24,7 @@ async fn originate_busy_call_and_see_it_end(ari: &obzvon::ari::AriClient, events
     .await
     .expect("originate after reconnect");
     let end = events
-        .wait_channel(
-            &attempt.channel_id(),
-            "ChannelDestroyed",
-            Duration::from_secs(15),
-        )
+        .wait_channel(&attempt.channel_id(), "ChannelDestroyed", Duration::from_secs(15))
         .await;
     let EventKind::ChannelDestroyed(d) = &end.kind else {
         unreachable!()
@@ -53,10 +49,7 @@ async fn reconnects_by_itself_after_asterisk_restarts() {
     testbed(&["asterisk", "start"]);
 
     let second = events.wait_connected(Duration::from_secs(30)).await;
-    assert!(
-        second > first,
-        "a new session must be reported ({first} -> {second})"
-    );
+    assert!(second > first, "a new session must be reported ({first} -> {second})");
     assert!(
         events
             .stream

@@ -111,9 +111,7 @@ async fn unanswered(label: &str, number: &str, timeout_secs: u32) -> (i32, Optio
     ari.originate(&originate_to(number, attempt, timeout_secs))
         .await
         .unwrap();
-    let end = events
-        .wait_channel(&attempt.channel_id(), "ChannelDestroyed", T)
-        .await;
+    let end = events.wait_channel(&attempt.channel_id(), "ChannelDestroyed", T).await;
     assert!(
         !events.seen.iter().any(|e| e.type_name == "StasisStart"),
         "an unanswered leg must not enter Stasis"
@@ -134,10 +132,7 @@ async fn busy_is_cause_17_and_result_busy() {
 async fn ringing_past_the_dial_timeout_is_no_answer() {
     require_trunk();
     let (cause, sip, secs) = unanswered("noanswer", &number(3, 0, 0), 5).await;
-    assert!(
-        (4.5..8.0).contains(&secs),
-        "gave up after {secs:.1} s, timeout was 5 s"
-    );
+    assert!((4.5..8.0).contains(&secs), "gave up after {secs:.1} s, timeout was 5 s");
     assert_eq!(cause, 19, "sip {sip:?}");
     assert_eq!(classify_unanswered(cause, sip), AttemptResult::NoAnswer);
 }
@@ -211,48 +206,24 @@ async fn bridge_customer_and_operator_record_and_receive_operator_keys() {
     events.wait_channel(&operator, "StasisStart", T).await;
 
     let bridge_id = format!("bridge-{attempt}");
-    let bridge = ari
-        .create_bridge(&bridge_id, BridgeType::Mixing, "test")
-        .await
-        .unwrap();
+    let bridge = ari.create_bridge(&bridge_id, BridgeType::Mixing, "test").await.unwrap();
     assert_eq!(bridge.id, bridge_id);
-    ari.add_channels(&bridge_id, &[&customer, &operator])
-        .await
-        .unwrap();
-    events
-        .wait_channel(&customer, "ChannelEnteredBridge", T)
-        .await;
-    events
-        .wait_channel(&operator, "ChannelEnteredBridge", T)
-        .await;
+    ari.add_channels(&bridge_id, &[&customer, &operator]).await.unwrap();
+    events.wait_channel(&customer, "ChannelEnteredBridge", T).await;
+    events.wait_channel(&operator, "ChannelEnteredBridge", T).await;
     let listed = ari.get_bridge(&bridge_id).await.unwrap();
     assert_eq!(listed.channels.len(), 2);
-    assert!(ari
-        .list_bridges()
-        .await
-        .unwrap()
-        .iter()
-        .any(|b| b.id == bridge_id));
-    assert!(ari
-        .application()
-        .await
-        .unwrap()
-        .bridge_ids
-        .contains(&bridge_id));
+    assert!(ari.list_bridges().await.unwrap().iter().any(|b| b.id == bridge_id));
+    assert!(ari.application().await.unwrap().bridge_ids.contains(&bridge_id));
 
     let recording_name = format!("obzvon-test-{attempt}");
-    let recording = ari
-        .record_bridge(&bridge_id, &recording_name, "wav")
-        .await
-        .unwrap();
+    let recording = ari.record_bridge(&bridge_id, &recording_name, "wav").await.unwrap();
     assert_eq!(recording.format, "wav");
     events
         .wait_for("RecordingStarted", T, |e| e.type_name == "RecordingStarted")
         .await;
 
-    let key = events
-        .wait_channel(&operator, "ChannelDtmfReceived", T)
-        .await;
+    let key = events.wait_channel(&operator, "ChannelDtmfReceived", T).await;
     let EventKind::ChannelDtmfReceived(key) = &key.kind else {
         unreachable!()
     };
@@ -260,9 +231,7 @@ async fn bridge_customer_and_operator_record_and_receive_operator_keys() {
 
     ari.stop_recording(&recording_name).await.unwrap();
     let finished = events
-        .wait_for("RecordingFinished", T, |e| {
-            e.type_name == "RecordingFinished"
-        })
+        .wait_for("RecordingFinished", T, |e| e.type_name == "RecordingFinished")
         .await;
     let EventKind::RecordingFinished(finished) = &finished.kind else {
         unreachable!()
@@ -293,6 +262,8 @@ async fn created_channels_are_dialled_on_demand_and_variables_round_trip() {
     })
     .await
     .unwrap();
+    // A created channel is in Stasis only once its StasisStart is out; ARI answers 409 before.
+    events.wait_channel(&channel, "StasisStart", T).await;
     ari.set_variable(&channel, "OBZVON_ATTEMPT", &attempt.to_string())
         .await
         .unwrap();
@@ -300,12 +271,7 @@ async fn created_channels_are_dialled_on_demand_and_variables_round_trip() {
         ari.get_variable(&channel, "OBZVON_ATTEMPT").await.unwrap(),
         attempt.to_string()
     );
-    assert!(ari
-        .list_channels()
-        .await
-        .unwrap()
-        .iter()
-        .any(|c| c.id == channel));
+    assert!(ari.list_channels().await.unwrap().iter().any(|c| c.id == channel));
     ari.dial(&channel, None, Some(10)).await.unwrap();
     events.wait_for("answer", T, |e| {
         matches!(&e.kind, EventKind::ChannelStateChange(c) if c.channel.id == channel && c.channel.state == obzvon::ari::models::ChannelState::Up)

@@ -18,21 +18,21 @@ async fn migrated() -> (TestDb, PgPool) {
 }
 
 fn constraint(err: &sqlx::Error) -> Option<String> {
-    err.as_database_error()
-        .and_then(|d| d.constraint())
-        .map(str::to_owned)
+    err.as_database_error().and_then(|d| d.constraint()).map(str::to_owned)
 }
 
 async fn insert_attempt(pool: &PgPool, phone: &str, status: &str) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::new_v4();
     let ended = !matches!(status, "init" | "ringing" | "in-progress");
-    sqlx::query("INSERT INTO attempts (id, phone_e164, status, ended_at) VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)")
-        .bind(id)
-        .bind(phone)
-        .bind(status)
-        .bind(ended)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO attempts (id, phone_e164, status, ended_at) VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)",
+    )
+    .bind(id)
+    .bind(phone)
+    .bind(status)
+    .bind(ended)
+    .execute(pool)
+    .await?;
     Ok(id)
 }
 
@@ -47,10 +47,7 @@ async fn migrations_apply_to_an_empty_database_and_again_idempotently() {
     assert_eq!(applied.len(), pending.len());
     let again = obzvon::db::migrate(&pool).await.unwrap();
     assert!(again.is_empty(), "second run applied {again:?}");
-    assert!(obzvon::db::pending_migrations(&pool)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(obzvon::db::pending_migrations(&pool).await.unwrap().is_empty());
 
     for table in [
         "campaigns",
@@ -70,11 +67,10 @@ async fn migrations_apply_to_an_empty_database_and_again_idempotently() {
             .unwrap();
         assert!(exists, "table {table} missing");
     }
-    let indexes: Vec<String> =
-        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     for index in [
         "leads_due_idx",
         "leads_campaign_state_idx",
@@ -83,10 +79,7 @@ async fn migrations_apply_to_an_empty_database_and_again_idempotently() {
         "attempts_status_idx",
         "attempts_one_live_per_number",
     ] {
-        assert!(
-            indexes.iter().any(|i| i == index),
-            "index {index} missing: {indexes:?}"
-        );
+        assert!(indexes.iter().any(|i| i == index), "index {index} missing: {indexes:?}");
     }
 }
 
@@ -122,27 +115,23 @@ async fn one_number_cannot_be_in_two_live_attempts() {
 async fn state_columns_accept_exactly_the_wire_names() {
     let (_db, pool) = migrated().await;
     for status in AttemptStatus::ALL {
-        insert_attempt(
-            &pool,
-            &format!("+7916000{:04}", rand_suffix()),
-            status.as_str(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("status {status}: {e}"));
+        insert_attempt(&pool, &format!("+7916000{:04}", rand_suffix()), status.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("status {status}: {e}"));
     }
-    let err = insert_attempt(&pool, "+79160009999", "in_progress")
-        .await
-        .unwrap_err();
+    let err = insert_attempt(&pool, "+79160009999", "in_progress").await.unwrap_err();
     assert!(constraint(&err).is_some(), "{err}");
 
     for result in AttemptResult::ALL {
-        sqlx::query("INSERT INTO attempts (id, phone_e164, status, result, ended_at) VALUES ($1, $2, 'failed', $3, now())")
-            .bind(Uuid::new_v4())
-            .bind("+79161110000")
-            .bind(result.as_str())
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("result {result}: {e}"));
+        sqlx::query(
+            "INSERT INTO attempts (id, phone_e164, status, result, ended_at) VALUES ($1, $2, 'failed', $3, now())",
+        )
+        .bind(Uuid::new_v4())
+        .bind("+79161110000")
+        .bind(result.as_str())
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("result {result}: {e}"));
     }
 
     let campaign = Uuid::new_v4();
@@ -156,16 +145,14 @@ async fn state_columns_accept_exactly_the_wire_names() {
             .unwrap_or_else(|e| panic!("campaign state {state}: {e}"));
     }
     for (i, state) in LeadState::ALL.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO leads (id, campaign_id, phone_e164, state) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(Uuid::new_v4())
-        .bind(campaign)
-        .bind(format!("+7916200000{i}"))
-        .bind(state.as_str())
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|e| panic!("lead state {state}: {e}"));
+        sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state) VALUES ($1, $2, $3, $4)")
+            .bind(Uuid::new_v4())
+            .bind(campaign)
+            .bind(format!("+7916200000{i}"))
+            .bind(state.as_str())
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("lead state {state}: {e}"));
     }
     for (i, state) in OperatorState::ALL.iter().enumerate() {
         sqlx::query("INSERT INTO operators (id, name, endpoint, state) VALUES ($1, 'op', $2, $3)")
@@ -196,10 +183,7 @@ async fn leads_are_unique_per_campaign_number_and_phones_must_be_e164() {
     };
     insert("+79161234567").await.unwrap();
     let dup = insert("+79161234567").await.unwrap_err();
-    assert_eq!(
-        constraint(&dup).as_deref(),
-        Some("leads_campaign_phone_key")
-    );
+    assert_eq!(constraint(&dup).as_deref(), Some("leads_campaign_phone_key"));
     let bad = insert("89161234567").await.unwrap_err();
     assert_eq!(constraint(&bad).as_deref(), Some("leads_phone_e164_check"));
 }
@@ -227,26 +211,18 @@ async fn transition_log_and_audit_log_are_append_only() {
         .execute(&pool)
         .await
         .unwrap();
-    assert!(sqlx::query("DELETE FROM audit_log")
-        .execute(&pool)
-        .await
-        .is_err());
+    assert!(sqlx::query("DELETE FROM audit_log").execute(&pool).await.is_err());
 }
 
 #[tokio::test]
 async fn terminal_attempts_need_an_end_time_and_live_ones_cannot_have_one() {
     let (_db, pool) = migrated().await;
-    let err = sqlx::query(
-        "INSERT INTO attempts (id, phone_e164, status) VALUES ($1, '+79165550000', 'completed')",
-    )
-    .bind(Uuid::new_v4())
-    .execute(&pool)
-    .await
-    .unwrap_err();
-    assert_eq!(
-        constraint(&err).as_deref(),
-        Some("attempts_ended_when_terminal")
-    );
+    let err = sqlx::query("INSERT INTO attempts (id, phone_e164, status) VALUES ($1, '+79165550000', 'completed')")
+        .bind(Uuid::new_v4())
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(&err).as_deref(), Some("attempts_ended_when_terminal"));
 }
 
 fn rand_suffix() -> u16 {

@@ -10,9 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use super::models::{
-    Application, AsteriskInfo, Bridge, Channel, LiveRecording, Playback, Variable,
-};
+use super::models::{Application, AsteriskInfo, Bridge, Channel, LiveRecording, Playback, Variable};
 
 #[derive(Clone)]
 pub struct AriClient {
@@ -150,12 +148,7 @@ struct VariablesBody<'a> {
 
 impl AriClient {
     /// `url` is the ARI root, such as `http://127.0.0.1:8088/ari`.
-    pub fn new(
-        url: &str,
-        username: &str,
-        password: SecretString,
-        app: &str,
-    ) -> Result<Self, AriError> {
+    pub fn new(url: &str, username: &str, password: SecretString, app: &str) -> Result<Self, AriError> {
         let mut base = Url::parse(url).map_err(|_| AriError::BadUrl(url.to_owned()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(AriError::BadUrl(url.to_owned()));
@@ -205,34 +198,23 @@ impl AriClient {
     // ---- channels ------------------------------------------------------------------------
 
     pub async fn originate(&self, req: &Originate) -> Result<Channel, AriError> {
-        let mut query = vec![
-            ("endpoint", req.endpoint.clone()),
-            ("app", self.app.clone()),
-        ];
+        let mut query = vec![("endpoint", req.endpoint.clone()), ("app", self.app.clone())];
         push_opt(&mut query, "channelId", req.channel_id.clone());
         if !req.app_args.is_empty() {
             query.push(("appArgs", req.app_args.join(",")));
         }
         push_opt(&mut query, "callerId", req.caller_id.clone());
-        push_opt(
-            &mut query,
-            "timeout",
-            req.timeout_secs.map(|t| t.to_string()),
-        );
+        push_opt(&mut query, "timeout", req.timeout_secs.map(|t| t.to_string()));
         push_opt(&mut query, "otherChannelId", req.other_channel_id.clone());
         push_opt(&mut query, "originator", req.originator.clone());
         let body = VariablesBody {
             variables: &req.variables,
         };
-        self.call(Method::POST, "channels", &query, Some(&body))
-            .await
+        self.call(Method::POST, "channels", &query, Some(&body)).await
     }
 
     pub async fn create_channel(&self, req: &CreateChannel) -> Result<Channel, AriError> {
-        let mut query = vec![
-            ("endpoint", req.endpoint.clone()),
-            ("app", self.app.clone()),
-        ];
+        let mut query = vec![("endpoint", req.endpoint.clone()), ("app", self.app.clone())];
         push_opt(&mut query, "channelId", req.channel_id.clone());
         if !req.app_args.is_empty() {
             query.push(("appArgs", req.app_args.join(",")));
@@ -241,8 +223,7 @@ impl AriClient {
         let body = VariablesBody {
             variables: &req.variables,
         };
-        self.call(Method::POST, "channels/create", &query, Some(&body))
-            .await
+        self.call(Method::POST, "channels/create", &query, Some(&body)).await
     }
 
     /// Dials a channel made by [`AriClient::create_channel`].
@@ -255,50 +236,30 @@ impl AriClient {
         let mut query = Vec::new();
         push_opt(&mut query, "caller", caller.map(str::to_owned));
         push_opt(&mut query, "timeout", timeout_secs.map(|t| t.to_string()));
-        self.call_empty(
-            Method::POST,
-            &format!("channels/{}/dial", seg(channel_id)),
-            &query,
-        )
-        .await
+        self.call_empty(Method::POST, &format!("channels/{}/dial", seg(channel_id)), &query)
+            .await
     }
 
     pub async fn hangup(&self, channel_id: &str, reason: HangupReason) -> Result<(), AriError> {
         let query = [("reason", reason.as_str().to_owned())];
-        self.call_empty(
-            Method::DELETE,
-            &format!("channels/{}", seg(channel_id)),
-            &query,
-        )
-        .await
+        self.call_empty(Method::DELETE, &format!("channels/{}", seg(channel_id)), &query)
+            .await
     }
 
     pub async fn answer(&self, channel_id: &str) -> Result<(), AriError> {
-        self.call_empty(
-            Method::POST,
-            &format!("channels/{}/answer", seg(channel_id)),
-            &[],
-        )
-        .await
+        self.call_empty(Method::POST, &format!("channels/{}/answer", seg(channel_id)), &[])
+            .await
     }
 
     /// Sends ringing indication to the channel (the caller hears ringback).
     pub async fn ring(&self, channel_id: &str) -> Result<(), AriError> {
-        self.call_empty(
-            Method::POST,
-            &format!("channels/{}/ring", seg(channel_id)),
-            &[],
-        )
-        .await
+        self.call_empty(Method::POST, &format!("channels/{}/ring", seg(channel_id)), &[])
+            .await
     }
 
     pub async fn ring_stop(&self, channel_id: &str) -> Result<(), AriError> {
-        self.call_empty(
-            Method::DELETE,
-            &format!("channels/{}/ring", seg(channel_id)),
-            &[],
-        )
-        .await
+        self.call_empty(Method::DELETE, &format!("channels/{}/ring", seg(channel_id)), &[])
+            .await
     }
 
     /// Leaves Stasis and goes on in the dialplan (e.g. the AMD hop, which comes back).
@@ -314,21 +275,12 @@ impl AriClient {
             ("extension", extension.to_owned()),
             ("priority", priority.to_string()),
         ];
-        self.call_empty(
-            Method::POST,
-            &format!("channels/{}/continue", seg(channel_id)),
-            &query,
-        )
-        .await
+        self.call_empty(Method::POST, &format!("channels/{}/continue", seg(channel_id)), &query)
+            .await
     }
 
     /// Plays `media` (`sound:...`, `recording:...`, `tone:...`) to the channel.
-    pub async fn play(
-        &self,
-        channel_id: &str,
-        media: &str,
-        playback_id: Option<&str>,
-    ) -> Result<Playback, AriError> {
+    pub async fn play(&self, channel_id: &str, media: &str, playback_id: Option<&str>) -> Result<Playback, AriError> {
         let mut query = vec![("media", media.to_owned())];
         push_opt(&mut query, "playbackId", playback_id.map(str::to_owned));
         self.call(
@@ -353,29 +305,15 @@ impl AriClient {
         Ok(v.value)
     }
 
-    pub async fn set_variable(
-        &self,
-        channel_id: &str,
-        name: &str,
-        value: &str,
-    ) -> Result<(), AriError> {
+    pub async fn set_variable(&self, channel_id: &str, name: &str, value: &str) -> Result<(), AriError> {
         let query = [("variable", name.to_owned()), ("value", value.to_owned())];
-        self.call_empty(
-            Method::POST,
-            &format!("channels/{}/variable", seg(channel_id)),
-            &query,
-        )
-        .await
+        self.call_empty(Method::POST, &format!("channels/{}/variable", seg(channel_id)), &query)
+            .await
     }
 
     pub async fn get_channel(&self, channel_id: &str) -> Result<Channel, AriError> {
-        self.call(
-            Method::GET,
-            &format!("channels/{}", seg(channel_id)),
-            &[],
-            None::<&()>,
-        )
-        .await
+        self.call(Method::GET, &format!("channels/{}", seg(channel_id)), &[], None::<&()>)
+            .await
     }
 
     pub async fn list_channels(&self) -> Result<Vec<Channel>, AriError> {
@@ -384,12 +322,7 @@ impl AriClient {
 
     // ---- bridges -------------------------------------------------------------------------
 
-    pub async fn create_bridge(
-        &self,
-        bridge_id: &str,
-        kind: BridgeType,
-        name: &str,
-    ) -> Result<Bridge, AriError> {
+    pub async fn create_bridge(&self, bridge_id: &str, kind: BridgeType, name: &str) -> Result<Bridge, AriError> {
         let kind = match kind {
             BridgeType::Mixing => "mixing",
             BridgeType::Holding => "holding",
@@ -404,18 +337,10 @@ impl AriClient {
         .await
     }
 
-    pub async fn add_channels(
-        &self,
-        bridge_id: &str,
-        channel_ids: &[&str],
-    ) -> Result<(), AriError> {
+    pub async fn add_channels(&self, bridge_id: &str, channel_ids: &[&str]) -> Result<(), AriError> {
         let query = [("channel", channel_ids.join(","))];
-        self.call_empty(
-            Method::POST,
-            &format!("bridges/{}/addChannel", seg(bridge_id)),
-            &query,
-        )
-        .await
+        self.call_empty(Method::POST, &format!("bridges/{}/addChannel", seg(bridge_id)), &query)
+            .await
     }
 
     pub async fn remove_channel(&self, bridge_id: &str, channel_id: &str) -> Result<(), AriError> {
@@ -434,12 +359,7 @@ impl AriClient {
     }
 
     /// Records the bridge's mixed audio to `name.format` in Asterisk's recording directory.
-    pub async fn record_bridge(
-        &self,
-        bridge_id: &str,
-        name: &str,
-        format: &str,
-    ) -> Result<LiveRecording, AriError> {
+    pub async fn record_bridge(&self, bridge_id: &str, name: &str, format: &str) -> Result<LiveRecording, AriError> {
         let query = [
             ("name", name.to_owned()),
             ("format", format.to_owned()),
@@ -457,22 +377,13 @@ impl AriClient {
 
     /// Stops a live recording and keeps the file.
     pub async fn stop_recording(&self, name: &str) -> Result<(), AriError> {
-        self.call_empty(
-            Method::POST,
-            &format!("recordings/live/{}/stop", seg(name)),
-            &[],
-        )
-        .await
+        self.call_empty(Method::POST, &format!("recordings/live/{}/stop", seg(name)), &[])
+            .await
     }
 
     pub async fn get_bridge(&self, bridge_id: &str) -> Result<Bridge, AriError> {
-        self.call(
-            Method::GET,
-            &format!("bridges/{}", seg(bridge_id)),
-            &[],
-            None::<&()>,
-        )
-        .await
+        self.call(Method::GET, &format!("bridges/{}", seg(bridge_id)), &[], None::<&()>)
+            .await
     }
 
     pub async fn list_bridges(&self) -> Result<Vec<Bridge>, AriError> {
@@ -493,13 +404,11 @@ impl AriClient {
     }
 
     pub async fn list_applications(&self) -> Result<Vec<Application>, AriError> {
-        self.call(Method::GET, "applications", &[], None::<&()>)
-            .await
+        self.call(Method::GET, "applications", &[], None::<&()>).await
     }
 
     pub async fn asterisk_info(&self) -> Result<AsteriskInfo, AriError> {
-        self.call(Method::GET, "asterisk/info", &[], None::<&()>)
-            .await
+        self.call(Method::GET, "asterisk/info", &[], None::<&()>).await
     }
 
     // ---- plumbing ------------------------------------------------------------------------
@@ -519,12 +428,7 @@ impl AriClient {
         })
     }
 
-    async fn call_empty(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<(), AriError> {
+    async fn call_empty(&self, method: Method, path: &str, query: &[(&str, String)]) -> Result<(), AriError> {
         self.send(method, path, query, None::<&()>).await.map(drop)
     }
 
@@ -536,10 +440,7 @@ impl AriClient {
         body: Option<&B>,
     ) -> Result<bytes::Bytes, AriError> {
         let started = Instant::now();
-        let url = self
-            .base
-            .join(path)
-            .map_err(|_| AriError::BadUrl(path.to_owned()))?;
+        let url = self.base.join(path).map_err(|_| AriError::BadUrl(path.to_owned()))?;
         let mut request = self
             .http
             .request(method.clone(), url)
@@ -592,13 +493,7 @@ mod tests {
 
     #[test]
     fn base_url_gets_a_trailing_slash_so_paths_join_under_ari() {
-        let c = AriClient::new(
-            "http://127.0.0.1:8088/ari",
-            "u",
-            SecretString::from("p"),
-            "obzvon",
-        )
-        .unwrap();
+        let c = AriClient::new("http://127.0.0.1:8088/ari", "u", SecretString::from("p"), "obzvon").unwrap();
         assert_eq!(
             c.base_url().join("channels").unwrap().as_str(),
             "http://127.0.0.1:8088/ari/channels"
@@ -607,9 +502,7 @@ mod tests {
 
     #[test]
     fn rejects_non_http_urls() {
-        assert!(
-            AriClient::new("ws://127.0.0.1:8088/ari", "u", SecretString::from("p"), "a").is_err()
-        );
+        assert!(AriClient::new("ws://127.0.0.1:8088/ari", "u", SecretString::from("p"), "a").is_err());
         assert!(AriClient::new("not a url", "u", SecretString::from("p"), "a").is_err());
     }
 

@@ -44,12 +44,8 @@ impl Event {
         };
         let type_name = field("type")?;
         let application = field("application")?;
-        let timestamp =
-            AriTime::parse(&field("timestamp")?).map_err(|_| EventError::Missing("timestamp"))?;
-        let asterisk_id = value
-            .get("asterisk_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let timestamp = AriTime::parse(&field("timestamp")?).map_err(|_| EventError::Missing("timestamp"))?;
+        let asterisk_id = value.get("asterisk_id").and_then(Value::as_str).map(str::to_owned);
         let kind = EventKind::deserialize(&value).map_err(|source| EventError::Model {
             type_name: type_name.clone(),
             source,
@@ -83,29 +79,30 @@ impl Event {
     }
 }
 
+/// Payloads are boxed: channels are large, and events travel through channels by value.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type")]
 pub enum EventKind {
-    StasisStart(StasisStart),
-    StasisEnd(ChannelOnly),
-    ChannelStateChange(ChannelOnly),
-    ChannelDestroyed(ChannelDestroyed),
-    Dial(Dial),
-    ChannelHangupRequest(ChannelHangupRequest),
-    ChannelDtmfReceived(ChannelDtmfReceived),
-    ChannelEnteredBridge(ChannelEnteredBridge),
-    ChannelLeftBridge(ChannelLeftBridge),
-    ChannelVarset(ChannelVarset),
-    BridgeDestroyed(BridgeOnly),
-    RecordingStarted(RecordingEvent),
-    RecordingFinished(RecordingEvent),
-    RecordingFailed(RecordingEvent),
-    PlaybackStarted(PlaybackEvent),
-    PlaybackFinished(PlaybackEvent),
+    StasisStart(Box<StasisStart>),
+    StasisEnd(Box<ChannelOnly>),
+    ChannelStateChange(Box<ChannelOnly>),
+    ChannelDestroyed(Box<ChannelDestroyed>),
+    Dial(Box<Dial>),
+    ChannelHangupRequest(Box<ChannelHangupRequest>),
+    ChannelDtmfReceived(Box<ChannelDtmfReceived>),
+    ChannelEnteredBridge(Box<ChannelEnteredBridge>),
+    ChannelLeftBridge(Box<ChannelLeftBridge>),
+    ChannelVarset(Box<ChannelVarset>),
+    BridgeDestroyed(Box<BridgeOnly>),
+    RecordingStarted(Box<RecordingEvent>),
+    RecordingFinished(Box<RecordingEvent>),
+    RecordingFailed(Box<RecordingEvent>),
+    PlaybackStarted(Box<PlaybackEvent>),
+    PlaybackFinished(Box<PlaybackEvent>),
     ApplicationReplaced,
     ApplicationRegistered,
     ApplicationUnregistered,
-    ApplicationMoveFailed(ApplicationMoveFailed),
+    ApplicationMoveFailed(Box<ApplicationMoveFailed>),
     #[serde(other)]
     Unknown,
 }
@@ -216,10 +213,7 @@ mod tests {
     use crate::ari::models::ChannelState;
 
     fn fixture(name: &str) -> Event {
-        let path = format!(
-            "{}/tests/fixtures/ari/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/ari/{name}.json", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         Event::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
@@ -245,12 +239,7 @@ mod tests {
     fn channel_destroyed_has_q850_and_sip_causes() {
         for (name, cause, tech, text) in [
             ("channel_destroyed_busy", 17, Some(486), "User busy"),
-            (
-                "channel_destroyed_no_answer",
-                19,
-                Some(480),
-                "User alerting, no answer",
-            ),
+            ("channel_destroyed_no_answer", 19, Some(480), "User alerting, no answer"),
             ("channel_destroyed_normal", 16, None, "Normal Clearing"),
         ] {
             let event = fixture(name);
@@ -273,9 +262,7 @@ mod tests {
         assert_eq!(c.channel.state, ChannelState::Ringing);
 
         let event = fixture("dial_progress");
-        let EventKind::Dial(dial) = &event.kind else {
-            panic!()
-        };
+        let EventKind::Dial(dial) = &event.kind else { panic!() };
         assert_eq!(dial.peer.id, "cap-answer");
         assert_eq!(dial.dialstring.as_deref(), Some("+79161210102@trunk"));
         assert_eq!(event.channel_id(), Some("cap-answer"));
@@ -285,10 +272,7 @@ mod tests {
         };
         assert_eq!((h.cause, h.tech_cause), (Some(17), Some(486)));
 
-        assert!(matches!(
-            fixture("stasis_end").kind,
-            EventKind::StasisEnd(_)
-        ));
+        assert!(matches!(fixture("stasis_end").kind, EventKind::StasisEnd(_)));
     }
 
     #[test]
@@ -312,10 +296,7 @@ mod tests {
         };
         assert_eq!(l.channel.id, "cap-op");
 
-        assert!(matches!(
-            fixture("channel_varset").kind,
-            EventKind::ChannelVarset(_)
-        ));
+        assert!(matches!(fixture("channel_varset").kind, EventKind::ChannelVarset(_)));
     }
 
     #[test]
@@ -329,11 +310,9 @@ mod tests {
 
     #[test]
     fn unit_application_events_parse() {
-        let text = r#"{"type":"ApplicationReplaced","application":"obzvon","timestamp":"2026-11-24T03:07:02.726+0000"}"#;
-        assert_eq!(
-            Event::parse(text).unwrap().kind,
-            EventKind::ApplicationReplaced
-        );
+        let text =
+            r#"{"type":"ApplicationReplaced","application":"obzvon","timestamp":"2026-11-24T03:07:02.726+0000"}"#;
+        assert_eq!(Event::parse(text).unwrap().kind, EventKind::ApplicationReplaced);
     }
 
     #[test]
@@ -345,14 +324,8 @@ mod tests {
 
     #[test]
     fn missing_envelope_fields_are_errors() {
-        assert!(
-            Event::parse(r#"{"application":"a","timestamp":"2026-11-24T03:07:02.726+0000"}"#)
-                .is_err()
-        );
-        assert!(Event::parse(
-            r#"{"type":"StasisEnd","application":"a","timestamp":"2026-11-24 03:07"}"#
-        )
-        .is_err());
+        assert!(Event::parse(r#"{"application":"a","timestamp":"2026-11-24T03:07:02.726+0000"}"#).is_err());
+        assert!(Event::parse(r#"{"type":"StasisEnd","application":"a","timestamp":"2026-11-24 03:07"}"#).is_err());
         assert!(Event::parse("[]").is_err());
     }
 }

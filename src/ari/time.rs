@@ -35,8 +35,7 @@ impl fmt::Display for AriTime {
 impl<'de> Deserialize<'de> for AriTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        AriTime::parse(&text)
-            .map_err(|e| de::Error::custom(format!("bad Asterisk time {text:?}: {e}")))
+        AriTime::parse(&text).map_err(|e| de::Error::custom(format!("bad Asterisk time {text:?}: {e}")))
     }
 }
 
@@ -56,8 +55,7 @@ mod tests {
         let t = AriTime::parse("2026-11-24T03:04:44.695+0000").unwrap();
         assert_eq!(
             t.to_utc(),
-            Utc.with_ymd_and_hms(2026, 11, 24, 3, 4, 44).unwrap()
-                + chrono::Duration::milliseconds(695)
+            Utc.with_ymd_and_hms(2026, 11, 24, 3, 4, 44).unwrap() + chrono::Duration::milliseconds(695)
         );
     }
 
@@ -83,9 +81,6 @@ mod tests {
     #[test]
     fn round_trips_through_serde() {
         let t: AriTime = serde_json::from_str("\"2026-11-24T03:04:44.695-0500\"").unwrap();
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            "\"2026-11-24T03:04:44.695-0500\""
-        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-11-24T03:04:44.695-0500\"");
     }
 }

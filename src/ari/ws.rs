@@ -81,30 +81,12 @@ pub struct StreamStats {
 }
 
 /// Starts the websocket task for `client`'s application. It runs until `cancel` fires.
-pub fn spawn(
-    client: AriClient,
-    settings: StreamSettings,
-    cancel: CancellationToken,
-) -> (EventStream, JoinHandle<()>) {
+pub fn spawn(client: AriClient, settings: StreamSettings, cancel: CancellationToken) -> (EventStream, JoinHandle<()>) {
     let (events_tx, events) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(ConnectionState::Connecting);
     let stats = Arc::new(StreamStats::default());
-    let task = tokio::spawn(run(
-        client,
-        settings,
-        events_tx,
-        state_tx,
-        stats.clone(),
-        cancel,
-    ));
-    (
-        EventStream {
-            events,
-            state,
-            stats,
-        },
-        task,
-    )
+    let task = tokio::spawn(run(client, settings, events_tx, state_tx, stats.clone(), cancel));
+    (EventStream { events, state, stats }, task)
 }
 
 async fn run(
@@ -138,8 +120,7 @@ async fn run(
                     since: Utc::now(),
                     session,
                 });
-                let reason =
-                    read_session(socket, &events, &stats, settings.ping_interval, &cancel).await;
+                let reason = read_session(socket, &events, &stats, settings.ping_interval, &cancel).await;
                 stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 if cancel.is_cancelled() {
                     return;
@@ -155,9 +136,7 @@ async fn run(
                 e.to_string()
             }
         };
-        let since = down_since
-            .get_or_insert_with(|| (Utc::now(), Instant::now()))
-            .0;
+        let since = down_since.get_or_insert_with(|| (Utc::now(), Instant::now())).0;
         state.send_replace(ConnectionState::Disconnected {
             since,
             reason,
@@ -178,16 +157,9 @@ async fn run(
 
 async fn connect(
     client: &AriClient,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    WsError,
-> {
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, WsError> {
     let mut request = events_url(client).into_client_request()?;
-    let credentials = format!(
-        "{}:{}",
-        client.username(),
-        client.password().expose_secret()
-    );
+    let credentials = format!("{}:{}", client.username(), client.password().expose_secret());
     let header = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(credentials)
@@ -196,25 +168,21 @@ async fn connect(
         AUTHORIZATION,
         HeaderValue::from_str(&header).map_err(|e| WsError::HttpFormat(e.into()))?,
     );
-    let (socket, _response) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .map_err(|_| {
-        WsError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "websocket handshake timed out",
-        ))
-    })??;
+    let (socket, _response) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request))
+        .await
+        .map_err(|_| {
+            WsError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "websocket handshake timed out",
+            ))
+        })??;
     Ok(socket)
 }
 
 fn events_url(client: &AriClient) -> String {
     let mut url = client.base_url().join("events").expect("static path joins");
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-    url.set_scheme(scheme)
-        .expect("ws and wss are valid schemes");
+    url.set_scheme(scheme).expect("ws and wss are valid schemes");
     url.query_pairs_mut()
         .append_pair("app", client.app())
         .append_pair("subscribeAll", "false");
@@ -292,11 +260,7 @@ pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, rng: &mut impl 
         .min(max)
         .max(min);
     let span = (ceiling - min).as_millis() as u64;
-    min + Duration::from_millis(if span == 0 {
-        0
-    } else {
-        rng.random_range(0..=span)
-    })
+    min + Duration::from_millis(if span == 0 { 0 } else { rng.random_range(0..=span) })
 }
 
 #[cfg(test)]
@@ -318,13 +282,8 @@ mod tests {
                 assert!(d <= ceiling, "attempt {attempt}: {d:?} above {ceiling:?}");
             }
         }
-        let samples: std::collections::HashSet<_> = (0..50)
-            .map(|_| backoff_delay(10, min, max, &mut rng))
-            .collect();
-        assert!(
-            samples.len() > 10,
-            "jitter must spread reconnects, got {samples:?}"
-        );
+        let samples: std::collections::HashSet<_> = (0..50).map(|_| backoff_delay(10, min, max, &mut rng)).collect();
+        assert!(samples.len() > 10, "jitter must spread reconnects, got {samples:?}");
     }
 
     /// A websocket double: yields scripted frames, then stays pending; records what is sent.
@@ -385,14 +344,7 @@ mod tests {
             ],
             false,
         );
-        let reason = read_session(
-            socket,
-            &tx,
-            &stats,
-            Duration::from_secs(60),
-            &CancellationToken::new(),
-        )
-        .await;
+        let reason = read_session(socket, &tx, &stats, Duration::from_secs(60), &CancellationToken::new()).await;
         assert_eq!(reason, "closed by Asterisk");
         assert_eq!(stats.events.load(Ordering::Relaxed), 2);
         assert_eq!(stats.bad_frames.load(Ordering::Relaxed), 1);
@@ -406,14 +358,7 @@ mod tests {
         let stats = StreamStats::default();
         let socket = scripted(vec![], true);
         let started = tokio::time::Instant::now();
-        let reason = read_session(
-            socket,
-            &tx,
-            &stats,
-            Duration::from_secs(5),
-            &CancellationToken::new(),
-        )
-        .await;
+        let reason = read_session(socket, &tx, &stats, Duration::from_secs(5), &CancellationToken::new()).await;
         assert!(reason.starts_with("no frame from Asterisk"), "{reason}");
         let waited = started.elapsed();
         assert!(

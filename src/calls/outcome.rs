@@ -128,17 +128,11 @@ mod tests {
     fn wire_names_round_trip_and_match_serde() {
         for s in AttemptStatus::ALL {
             assert_eq!(AttemptStatus::parse(s.as_str()), Some(*s));
-            assert_eq!(
-                serde_json::to_string(s).unwrap(),
-                format!("\"{}\"", s.as_str())
-            );
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
         }
         for r in AttemptResult::ALL {
             assert_eq!(AttemptResult::parse(r.as_str()), Some(*r));
-            assert_eq!(
-                serde_json::to_string(r).unwrap(),
-                format!("\"{}\"", r.as_str())
-            );
+            assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
         }
         assert_eq!(AttemptStatus::ALL.len(), 6);
         assert_eq!(AttemptResult::ALL.len(), 12);

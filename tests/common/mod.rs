@@ -26,10 +26,8 @@ pub fn settings() -> Settings {
 /// each other's events (two websockets on one app name would replace each other).
 pub async fn ari_client(label: &str) -> AriClient {
     let s = settings();
-    let app = format!(
-        "obzvon-test-{label}-{:06x}",
-        rand::rng().random_range(0..0xffffff)
-    );
+    obzvon::telemetry::init(&s.log);
+    let app = format!("obzvon-test-{label}-{:06x}", rand::rng().random_range(0..0xffffff));
     let client = AriClient::new(&s.ari.url, &s.ari.username, s.ari.password.clone(), &app).unwrap();
     if let Err(e) = client.asterisk_info().await {
         panic!(
@@ -100,12 +98,7 @@ impl Events {
         let last = self.stream.state.clone();
         let state = tokio::time::timeout(limit, self.stream.state.wait_for(|s| s.is_connected()))
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "ARI websocket not connected within {limit:?}: {:?}",
-                    *last.borrow()
-                )
-            })
+            .unwrap_or_else(|_| panic!("ARI websocket not connected within {limit:?}: {:?}", *last.borrow()))
             .expect("ws task alive")
             .clone();
         match state {
@@ -123,12 +116,7 @@ impl Events {
     }
 
     /// Waits for the first event (already seen or new) matching `pred`.
-    pub async fn wait_for(
-        &mut self,
-        what: &str,
-        limit: Duration,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
+    pub async fn wait_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&Event) -> bool) -> Event {
         if let Some(e) = self.seen.iter().find(|e| pred(e)) {
             return e.clone();
         }
@@ -197,21 +185,9 @@ pub fn operator_phone(n: u8, rows: &[&str]) -> Phone {
     std::fs::write(&keys, format!("SEQUENTIAL\n{}\n", rows.join("\n"))).unwrap();
     let port = 5070 + u16::from(n);
     let child = Command::new("sipp")
-        .args([
-            "-sf",
-            repo_path("scripts/sipp/operator-phone.xml")
-                .to_str()
-                .unwrap(),
-        ])
+        .args(["-sf", repo_path("scripts/sipp/operator-phone.xml").to_str().unwrap()])
         .args(["-inf", keys.to_str().unwrap()])
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-        ])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
         .args([
             "-mp",
             &(16100 + u16::from(n) * 10).to_string(),
