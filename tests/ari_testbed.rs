@@ -35,6 +35,17 @@ fn originate_to(number: &str, attempt: AttemptId, timeout_secs: u32) -> Originat
     }
 }
 
+/// Dials a test-bed number that answers at once and waits until the customer is in Stasis.
+async fn answered_call(ari: &obzvon::ari::AriClient, events: &mut Events, behaviour: u8, talk_secs: u8) -> String {
+    let attempt = AttemptId::new();
+    let channel = attempt.channel_id();
+    ari.originate(&originate_to(&number(behaviour, 0, talk_secs), attempt, 10))
+        .await
+        .unwrap();
+    events.wait_channel(&channel, "StasisStart", T).await;
+    channel
+}
+
 #[tokio::test]
 async fn answered_call_starts_stasis_with_our_id_and_args_and_far_end_hangup_is_cause_16() {
     require_trunk();
@@ -85,12 +96,7 @@ async fn our_hangup_of_an_answered_call_is_cause_16() {
     require_trunk();
     let ari = ari_client("hangup").await;
     let mut events = connect_events(&ari).await;
-    let attempt = AttemptId::new();
-    let channel = attempt.channel_id();
-    ari.originate(&originate_to(&number(1, 0, 30), attempt, 10))
-        .await
-        .unwrap();
-    events.wait_channel(&channel, "StasisStart", T).await;
+    let channel = answered_call(&ari, &mut events, 1, 30).await;
     ari.hangup(&channel, HangupReason::Normal).await.unwrap();
     let end = events.wait_channel(&channel, "ChannelDestroyed", T).await;
     assert_eq!(destroyed(&end).cause, 16);
@@ -169,12 +175,7 @@ async fn answer_then_immediate_hangup_still_starts_stasis() {
     require_trunk();
     let ari = ari_client("quick").await;
     let mut events = connect_events(&ari).await;
-    let attempt = AttemptId::new();
-    let channel = attempt.channel_id();
-    ari.originate(&originate_to(&number(5, 0, 0), attempt, 10))
-        .await
-        .unwrap();
-    events.wait_channel(&channel, "StasisStart", T).await;
+    let channel = answered_call(&ari, &mut events, 5, 0).await;
     let end = events.wait_channel(&channel, "ChannelDestroyed", T).await;
     assert_eq!(destroyed(&end).cause, 16);
 }
@@ -280,4 +281,22 @@ async fn created_channels_are_dialled_on_demand_and_variables_round_trip() {
     assert_eq!(playback.media_uri, "sound:beep");
     ari.hangup(&channel, HangupReason::Normal).await.unwrap();
     events.wait_channel(&channel, "ChannelDestroyed", T).await;
+}
+
+#[tokio::test]
+async fn continue_hands_the_channel_back_to_the_dialplan() {
+    require_trunk();
+    let ari = ari_client("continue").await;
+    let mut events = connect_events(&ari).await;
+    let channel = answered_call(&ari, &mut events, 1, 30).await;
+    // dialplan/obzvon-operators.conf: `i` plays "invalid" and hangs up.
+    ari.continue_in_dialplan(&channel, "obzvon-operators", "i", 1)
+        .await
+        .unwrap();
+    events.wait_channel(&channel, "StasisEnd", T).await;
+    let end = events.wait_channel(&channel, "ChannelDestroyed", T).await;
+    let EventKind::ChannelDestroyed(d) = &end.kind else {
+        unreachable!()
+    };
+    assert_eq!(d.channel.dialplan.context, "obzvon-operators");
 }
