@@ -1,0 +1,301 @@
+//! A campaign's settings, as the API takes them and the database stores them (`settings`
+//! jsonb), with validation that names the offending field.
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::calls::AttemptResult;
+use crate::dialer::window::{self, Windows};
+use crate::ids::OperatorId;
+use crate::phone::Region;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignSpec {
+    pub name: String,
+    /// Endpoint template; `{number}` becomes the E.164 number: `PJSIP/{number}@trunk`.
+    pub trunk: String,
+    pub caller_id: String,
+    /// IANA zone for leads without their own.
+    pub timezone: String,
+    /// ISO region for numbers written without a country code.
+    pub default_region: String,
+    pub enabled: bool,
+    pub pacing: Pacing,
+    pub dial_timeout_secs: u32,
+    pub max_attempts: u32,
+    /// Seconds before a lead is tried again after this result; results not listed are final.
+    pub retry_delays_secs: BTreeMap<AttemptResult, u64>,
+    pub calling_windows: Windows,
+    pub wrap_up_secs: u32,
+    /// An answered customer who is not with an operator after this long is abandoned.
+    pub connect_limit_ms: u64,
+    /// What an abandoned customer hears before we hang up (ARI media URI).
+    pub abandon_message: String,
+    pub max_concurrent_calls: u32,
+    pub calls_per_second: f64,
+    /// Operators who work this campaign; empty means every operator.
+    pub operators: Vec<OperatorId>,
+    /// Skills an operator must all have to take this campaign's calls.
+    pub skills: Vec<String>,
+    pub distribution: Distribution,
+    pub recording: bool,
+    /// Phone keys an operator presses in wrap-up, and the result each sets.
+    pub disposition_keys: BTreeMap<String, AttemptResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pacing {
+    pub mode: PacingMode,
+    /// Progressive: calls in flight per ready operator.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PacingMode {
+    Progressive,
+    Preview,
+    Predictive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distribution {
+    #[default]
+    LongestIdle,
+    RoundRobin,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            mode: PacingMode::Progressive,
+            ratio: 1.0,
+        }
+    }
+}
+
+impl Default for CampaignSpec {
+    fn default() -> Self {
+        use AttemptResult::*;
+        CampaignSpec {
+            name: String::new(),
+            trunk: String::new(),
+            caller_id: String::new(),
+            timezone: "UTC".to_owned(),
+            default_region: "RU".to_owned(),
+            enabled: true,
+            pacing: Pacing::default(),
+            dial_timeout_secs: 30,
+            max_attempts: 3,
+            retry_delays_secs: BTreeMap::from([
+                (NoAnswer, 1800),
+                (Busy, 600),
+                (Congestion, 300),
+                (Abandoned, 120),
+                (Failed, 600),
+                (Machine, 3600),
+                (CallbackNeeded, 3600),
+            ]),
+            calling_windows: Windows::new(),
+            wrap_up_secs: 10,
+            connect_limit_ms: 2000,
+            abandon_message: "sound:vm-goodbye".to_owned(),
+            max_concurrent_calls: 10,
+            calls_per_second: 5.0,
+            operators: Vec::new(),
+            skills: Vec::new(),
+            distribution: Distribution::LongestIdle,
+            recording: false,
+            disposition_keys: BTreeMap::from([
+                ("1".to_owned(), Success),
+                ("2".to_owned(), NotInterested),
+                ("3".to_owned(), CallbackNeeded),
+                ("4".to_owned(), DoNotCall),
+            ]),
+        }
+    }
+}
+
+/// One problem with one field, for a 422 answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Keys an operator phone uses outside dispositions (see operators::session).
+pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
+
+impl CampaignSpec {
+    /// Parses a JSON document into a spec, naming the field serde stumbled on.
+    pub fn from_json(value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            // serde_path_to_error writes an unnamed map key as `?`.
+            let path = e.path().to_string().replace(".?", "");
+            let field = if path == "." { "body".to_owned() } else { path };
+            vec![FieldError::new(field, e.into_inner().to_string())]
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut bad = |field: &str, message: &str| errors.push(FieldError::new(field, message));
+        if self.name.trim().is_empty() {
+            bad("name", "required");
+        }
+        if self.trunk.trim().is_empty() {
+            bad("trunk", "required: an endpoint template such as PJSIP/{number}@trunk");
+        } else if !self.trunk.contains("{number}") {
+            bad("trunk", "must contain {number}, where the customer's number goes");
+        }
+        if self.caller_id.trim().is_empty() {
+            bad("caller_id", "required");
+        }
+        if self.timezone.parse::<Tz>().is_err() {
+            bad("timezone", "not an IANA time zone such as Europe/Moscow");
+        }
+        if Region::parse(&self.default_region).is_err() {
+            bad("default_region", "not an ISO 3166 region such as RU");
+        }
+        match self.pacing.mode {
+            PacingMode::Progressive => {}
+            PacingMode::Preview | PacingMode::Predictive => {
+                bad("pacing.mode", "only progressive is available in this version")
+            }
+        }
+        if !(self.pacing.ratio > 0.0 && self.pacing.ratio <= 5.0) {
+            bad("pacing.ratio", "must be above 0 and at most 5");
+        }
+        if !(5..=300).contains(&self.dial_timeout_secs) {
+            bad("dial_timeout_secs", "must be between 5 and 300");
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            bad("max_attempts", "must be between 1 and 100");
+        }
+        for (result, secs) in &self.retry_delays_secs {
+            if matches!(result, AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested) {
+                bad(&format!("retry_delays_secs.{result}"), "a final result cannot be retried");
+            } else if *secs > 30 * 86_400 {
+                bad(&format!("retry_delays_secs.{result}"), "at most 30 days");
+            }
+        }
+        for (field, message) in window::validate(&self.calling_windows) {
+            bad(&field, &message);
+        }
+        if self.wrap_up_secs > 3600 {
+            bad("wrap_up_secs", "at most 3600");
+        }
+        if !(100..=60_000).contains(&self.connect_limit_ms) {
+            bad("connect_limit_ms", "must be between 100 and 60000");
+        }
+        if !self.abandon_message.contains(':') {
+            bad("abandon_message", "an ARI media URI such as sound:vm-goodbye");
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_calls) {
+            bad("max_concurrent_calls", "must be between 1 and 10000");
+        }
+        if !(self.calls_per_second > 0.0 && self.calls_per_second <= 1000.0) {
+            bad("calls_per_second", "must be above 0 and at most 1000");
+        }
+        for key in self.disposition_keys.keys() {
+            let ok = key.len() == 1 && key.chars().all(|c| c.is_ascii_digit() || c == '*');
+            if !ok || RESERVED_KEYS.contains(&key.as_str()) {
+                bad(&format!("disposition_keys.{key}"), "a single key 1-9 or * (0 and # are reserved)");
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    pub fn region(&self) -> Option<Region> {
+        Region::parse(&self.default_region).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> serde_json::Value {
+        json!({"name": "Autumn", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000"})
+    }
+
+    fn fields(errors: Vec<FieldError>) -> Vec<String> {
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn minimal_spec_gets_sensible_defaults() {
+        let spec = CampaignSpec::from_json(valid()).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.pacing.mode, PacingMode::Progressive);
+        assert_eq!(spec.connect_limit_ms, 2000);
+        assert_eq!(spec.disposition_keys["1"], AttemptResult::Success);
+    }
+
+    #[test]
+    fn trunk_and_caller_id_are_required() {
+        let spec = CampaignSpec::from_json(json!({"name": "x"})).unwrap();
+        let f = fields(spec.validate().unwrap_err());
+        assert!(f.contains(&"trunk".to_owned()) && f.contains(&"caller_id".to_owned()), "{f:?}");
+    }
+
+    #[test]
+    fn type_errors_and_unknown_fields_name_the_field() {
+        let mut v = valid();
+        v["pacing"] = json!({"ratio": "fast"});
+        assert_eq!(fields(CampaignSpec::from_json(v).unwrap_err()), ["pacing.ratio"]);
+        let mut v = valid();
+        v["colour"] = json!("red");
+        let e = CampaignSpec::from_json(v).unwrap_err();
+        assert!(e[0].message.contains("colour"), "{e:?}");
+        let mut v = valid();
+        v["retry_delays_secs"] = json!({"sometimes": 5});
+        assert_eq!(fields(CampaignSpec::from_json(v).unwrap_err()), ["retry_delays_secs"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let mut v = valid();
+        v["timezone"] = json!("Mars/Olympus");
+        v["pacing"] = json!({"mode": "predictive", "ratio": 0});
+        v["dial_timeout_secs"] = json!(1);
+        v["retry_delays_secs"] = json!({"success": 5});
+        v["disposition_keys"] = json!({"0": "success"});
+        v["calling_windows"] = json!({"mon": [{"from": "18:00", "to": "09:00"}]});
+        let f = fields(CampaignSpec::from_json(v).unwrap().validate().unwrap_err());
+        for expected in [
+            "timezone",
+            "pacing.mode",
+            "pacing.ratio",
+            "dial_timeout_secs",
+            "retry_delays_secs.success",
+            "disposition_keys.0",
+            "calling_windows.mon[0]",
+        ] {
+            assert!(f.contains(&expected.to_owned()), "{expected} missing from {f:?}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The dialer: which leads to call now (scheduler), how many (pacing) and when a lead may be
+//! called at all (calling windows).
+
+pub mod pacing;
+pub mod scheduler;
+pub mod window;
