@@ -90,7 +90,13 @@ mod tests {
 
     #[test]
     fn national_and_international_notations_normalise_to_e164() {
-        for raw in ["+7 916 123-45-67", "8 (916) 123-45-67", "+79161234567", "9161234567", " +7(916)1234567 "] {
+        for raw in [
+            "+7 916 123-45-67",
+            "8 (916) 123-45-67",
+            "+79161234567",
+            "9161234567",
+            " +7(916)1234567 ",
+        ] {
             assert_eq!(PhoneNumber::parse(raw, ru()).unwrap().as_str(), "+79161234567", "{raw}");
         }
         let de = Some(Region::parse("DE").unwrap());
@@ -100,8 +106,14 @@ mod tests {
     #[test]
     fn bad_numbers_are_rejected_with_a_reason() {
         assert_eq!(PhoneNumber::parse("  ", ru()), Err(PhoneError::Empty));
-        assert!(matches!(PhoneNumber::parse("hello", ru()), Err(PhoneError::Unparseable(_))));
-        assert!(matches!(PhoneNumber::parse("+7 123", ru()), Err(PhoneError::Invalid(_) | PhoneError::Unparseable(_))));
+        assert!(matches!(
+            PhoneNumber::parse("hello", ru()),
+            Err(PhoneError::Unparseable(_))
+        ));
+        assert!(matches!(
+            PhoneNumber::parse("+7 123", ru()),
+            Err(PhoneError::Invalid(_) | PhoneError::Unparseable(_))
+        ));
         // Without a region a national number cannot be placed.
         assert!(PhoneNumber::parse("9161234567", None).is_err());
         assert!(Region::parse("XX").is_err());
@@ -109,6 +121,9 @@ mod tests {
 
     #[test]
     fn masking_hides_the_last_digits() {
-        assert_eq!(PhoneNumber::parse("+79161234567", None).unwrap().masked(), "+7916123****");
+        assert_eq!(
+            PhoneNumber::parse("+79161234567", None).unwrap().masked(),
+            "+7916123****"
+        );
     }
 }

@@ -187,8 +187,14 @@ impl CampaignSpec {
             bad("max_attempts", "must be between 1 and 100");
         }
         for (result, secs) in &self.retry_delays_secs {
-            if matches!(result, AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested) {
-                bad(&format!("retry_delays_secs.{result}"), "a final result cannot be retried");
+            if matches!(
+                result,
+                AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested
+            ) {
+                bad(
+                    &format!("retry_delays_secs.{result}"),
+                    "a final result cannot be retried",
+                );
             } else if *secs > 30 * 86_400 {
                 bad(&format!("retry_delays_secs.{result}"), "at most 30 days");
             }
@@ -214,7 +220,10 @@ impl CampaignSpec {
         for key in self.disposition_keys.keys() {
             let ok = key.len() == 1 && key.chars().all(|c| c.is_ascii_digit() || c == '*');
             if !ok || RESERVED_KEYS.contains(&key.as_str()) {
-                bad(&format!("disposition_keys.{key}"), "a single key 1-9 or * (0 and # are reserved)");
+                bad(
+                    &format!("disposition_keys.{key}"),
+                    "a single key 1-9 or * (0 and # are reserved)",
+                );
             }
         }
         if errors.is_empty() {
@@ -259,7 +268,10 @@ mod tests {
     fn trunk_and_caller_id_are_required() {
         let spec = CampaignSpec::from_json(json!({"name": "x"})).unwrap();
         let f = fields(spec.validate().unwrap_err());
-        assert!(f.contains(&"trunk".to_owned()) && f.contains(&"caller_id".to_owned()), "{f:?}");
+        assert!(
+            f.contains(&"trunk".to_owned()) && f.contains(&"caller_id".to_owned()),
+            "{f:?}"
+        );
     }
 
     #[test]

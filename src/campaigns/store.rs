@@ -38,7 +38,8 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Campaign, sqlx::Error> {
     let settings: serde_json::Value = row.try_get("settings")?;
     Ok(Campaign {
         id: row.try_get("id")?,
-        state: CampaignState::parse(&state).ok_or_else(|| sqlx::Error::Decode(format!("campaign state {state}").into()))?,
+        state: CampaignState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("campaign state {state}").into()))?,
         spec: serde_json::from_value(settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -105,7 +106,10 @@ pub async fn running(pool: &PgPool) -> Result<Vec<Campaign>, StoreError> {
 /// Applies a partial JSON object over the current settings; the result must validate.
 pub async fn update(pool: &PgPool, id: CampaignId, patch: serde_json::Value) -> Result<Campaign, StoreError> {
     let serde_json::Value::Object(patch) = patch else {
-        return Err(StoreError::Invalid(vec![FieldError::new("body", "expected a JSON object")]));
+        return Err(StoreError::Invalid(vec![FieldError::new(
+            "body",
+            "expected a JSON object",
+        )]));
     };
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM campaigns WHERE id = $1 FOR UPDATE"))

@@ -66,11 +66,17 @@ pub fn validate(windows: &Windows) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     for (day, spans) in windows {
         if !WEEKDAYS.contains(&day.as_str()) {
-            problems.push((format!("calling_windows.{day}"), "not a weekday; use mon, tue, … sun".to_owned()));
+            problems.push((
+                format!("calling_windows.{day}"),
+                "not a weekday; use mon, tue, … sun".to_owned(),
+            ));
         }
         for (i, span) in spans.iter().enumerate() {
             if span.from >= span.to {
-                problems.push((format!("calling_windows.{day}[{i}]"), "`from` must be before `to`".to_owned()));
+                problems.push((
+                    format!("calling_windows.{day}[{i}]"),
+                    "`from` must be before `to`".to_owned(),
+                ));
             }
         }
     }
@@ -84,14 +90,22 @@ fn spans_on(date: NaiveDate, tz: Tz, windows: &Windows) -> Vec<(DateTime<Utc>, D
     };
     spans
         .iter()
-        .filter_map(|s| Some((to_utc(tz, s.from.offset_from(date))?, to_utc(tz, s.to.offset_from(date))?)))
+        .filter_map(|s| {
+            Some((
+                to_utc(tz, s.from.offset_from(date))?,
+                to_utc(tz, s.to.offset_from(date))?,
+            ))
+        })
         .collect()
 }
 
 /// Local → UTC; a time inside a DST gap moves to the first valid instant after it.
 fn to_utc(tz: Tz, local: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
     for shift in 0..=4 {
-        if let Some(t) = tz.from_local_datetime(&(local + Duration::minutes(30 * shift))).earliest() {
+        if let Some(t) = tz
+            .from_local_datetime(&(local + Duration::minutes(30 * shift)))
+            .earliest()
+        {
             return Some(t.with_timezone(&Utc));
         }
     }
@@ -152,7 +166,7 @@ mod tests {
         assert!(is_open(utc("2026-11-24T06:00:00Z"), moscow, &w));
         assert!(!is_open(utc("2026-11-24T05:59:00Z"), moscow, &w));
         assert!(!is_open(utc("2026-11-24T18:00:00Z"), moscow, &w)); // 21:00 Moscow, end exclusive
-        // Same instant, other zone: 06:00Z is 01:00 in New York.
+                                                                    // Same instant, other zone: 06:00Z is 01:00 in New York.
         let ny: Tz = "America/New_York".parse().unwrap();
         assert!(!is_open(utc("2026-11-24T06:00:00Z"), ny, &w));
     }
@@ -161,9 +175,18 @@ mod tests {
     fn next_open_finds_the_next_weekday_window() {
         let w = windows(&[("mon", "10:00", "12:00"), ("wed", "10:00", "12:00")]);
         let tz: Tz = "UTC".parse().unwrap();
-        assert_eq!(next_open(utc("2026-11-24T13:00:00Z"), tz, &w), Some(utc("2026-11-25T10:00:00Z")));
-        assert_eq!(next_open(utc("2026-11-25T13:00:00Z"), tz, &w), Some(utc("2026-11-30T10:00:00Z")));
-        assert_eq!(next_open(utc("2026-11-25T11:00:00Z"), tz, &w), Some(utc("2026-11-25T11:00:00Z")));
+        assert_eq!(
+            next_open(utc("2026-11-24T13:00:00Z"), tz, &w),
+            Some(utc("2026-11-25T10:00:00Z"))
+        );
+        assert_eq!(
+            next_open(utc("2026-11-25T13:00:00Z"), tz, &w),
+            Some(utc("2026-11-30T10:00:00Z"))
+        );
+        assert_eq!(
+            next_open(utc("2026-11-25T11:00:00Z"), tz, &w),
+            Some(utc("2026-11-25T11:00:00Z"))
+        );
     }
 
     #[test]
@@ -171,10 +194,19 @@ mod tests {
         let w = windows(&[("sun", "09:00", "10:00"), ("mon", "09:00", "10:00")]);
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         // 2026-03-29 (Sunday) Berlin switches from +01 to +02 at 02:00 local.
-        assert_eq!(next_open(utc("2026-03-28T12:00:00Z"), berlin, &w), Some(utc("2026-03-29T07:00:00Z")));
-        assert_eq!(next_open(utc("2026-03-29T09:00:00Z"), berlin, &w), Some(utc("2026-03-30T07:00:00Z")));
+        assert_eq!(
+            next_open(utc("2026-03-28T12:00:00Z"), berlin, &w),
+            Some(utc("2026-03-29T07:00:00Z"))
+        );
+        assert_eq!(
+            next_open(utc("2026-03-29T09:00:00Z"), berlin, &w),
+            Some(utc("2026-03-30T07:00:00Z"))
+        );
         // A week earlier, before the switch, 09:00 local is 08:00Z.
-        assert_eq!(next_open(utc("2026-03-21T12:00:00Z"), berlin, &w), Some(utc("2026-03-22T08:00:00Z")));
+        assert_eq!(
+            next_open(utc("2026-03-21T12:00:00Z"), berlin, &w),
+            Some(utc("2026-03-22T08:00:00Z"))
+        );
     }
 
     #[test]
@@ -182,7 +214,10 @@ mod tests {
         let w = windows(&[("sun", "02:30", "04:00")]);
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         // 02:30 does not exist on 2026-03-29 in Berlin; the window opens at 03:00 CEST = 01:00Z.
-        assert_eq!(next_open(utc("2026-03-28T12:00:00Z"), berlin, &w), Some(utc("2026-03-29T01:00:00Z")));
+        assert_eq!(
+            next_open(utc("2026-03-28T12:00:00Z"), berlin, &w),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
     }
 
     #[test]
@@ -201,6 +236,10 @@ mod tests {
         let problems = validate(&w);
         assert!(problems.iter().any(|(f, _)| f == "calling_windows.tue[0]"));
         assert!(problems.iter().any(|(f, _)| f == "calling_windows.funday"));
-        assert!(LocalTime::parse("25:00").is_none() && LocalTime::parse("9:00").is_none() && LocalTime::parse("24:30").is_none());
+        assert!(
+            LocalTime::parse("25:00").is_none()
+                && LocalTime::parse("9:00").is_none()
+                && LocalTime::parse("24:30").is_none()
+        );
     }
 }

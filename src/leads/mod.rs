@@ -1,9 +1,13 @@
-//! Leads: the people a campaign calls. Import, normalisation and DNC land with the campaign
-//! issue; the lifecycle names live here.
+//! Leads: the people a campaign calls. Import ([`import`]), storage and removal ([`store`]),
+//! and the do-not-call list ([`dnc`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::calls::outcome::wire_names;
+
+pub mod dnc;
+pub mod import;
+pub mod store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

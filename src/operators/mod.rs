@@ -1,9 +1,11 @@
-//! Operators and their sessions. Session handling lands with the campaign issue; the state
-//! names live here.
+//! Operators: storage ([`store`]); their live sessions are run by the call engine
+//! (`calls::engine`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::calls::outcome::wire_names;
+
+pub mod store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

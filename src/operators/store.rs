@@ -1,0 +1,222 @@
+//! Operators in PostgreSQL. The live session state is owned by the call engine, which writes
+//! every change here so the REST API and other instances see it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+use super::OperatorState;
+use crate::campaigns::FieldError;
+use crate::ids::OperatorId;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Operator {
+    pub id: OperatorId,
+    pub name: String,
+    /// The Asterisk endpoint of the operator's phone, e.g. `PJSIP/op1`.
+    pub endpoint: String,
+    pub skills: Vec<String>,
+    pub state: OperatorState,
+    pub state_changed_at: DateTime<Utc>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorInput {
+    pub name: Option<String>,
+    pub endpoint: Option<String>,
+    pub skills: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("operator not found")]
+    NotFound,
+    #[error("invalid operator")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+const COLUMNS: &str = "id, name, endpoint, skills, state, state_changed_at, enabled, created_at";
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<Operator, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(Operator {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        endpoint: row.try_get("endpoint")?,
+        skills: row.try_get("skills")?,
+        state: OperatorState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("operator state {state}").into()))?,
+        state_changed_at: row.try_get("state_changed_at")?,
+        enabled: row.try_get("enabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn check(input: &OperatorInput, creating: bool) -> Result<(), OperatorError> {
+    let mut errors = Vec::new();
+    match input.name.as_deref() {
+        Some(n) if n.trim().is_empty() => errors.push(FieldError::new("name", "must not be empty")),
+        None if creating => errors.push(FieldError::new("name", "required")),
+        _ => {}
+    }
+    match input.endpoint.as_deref() {
+        Some(e) if !valid_endpoint(e) => {
+            errors.push(FieldError::new("endpoint", "an Asterisk endpoint such as PJSIP/op1"))
+        }
+        None if creating => errors.push(FieldError::new("endpoint", "required, such as PJSIP/op1")),
+        _ => {}
+    }
+    if let Some(skills) = &input.skills {
+        if skills.iter().any(|s| s.trim().is_empty()) {
+            errors.push(FieldError::new("skills", "skills must not be empty strings"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(OperatorError::Invalid(errors))
+    }
+}
+
+fn valid_endpoint(e: &str) -> bool {
+    matches!(e.split_once('/'), Some((tech, res)) if !tech.is_empty() && !res.is_empty() && !e.contains(char::is_whitespace))
+}
+
+fn duplicate_endpoint(e: sqlx::Error) -> OperatorError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("operators_endpoint_key") => OperatorError::Invalid(vec![FieldError::new(
+            "endpoint",
+            "another operator already uses this endpoint",
+        )]),
+        _ => OperatorError::Db(e),
+    }
+}
+
+pub async fn create(pool: &PgPool, input: OperatorInput) -> Result<Operator, OperatorError> {
+    check(&input, true)?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO operators (id, name, endpoint, skills, enabled) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(OperatorId::new())
+    .bind(input.name.as_deref().map(str::trim))
+    .bind(&input.endpoint)
+    .bind(input.skills.unwrap_or_default())
+    .bind(input.enabled.unwrap_or(true))
+    .fetch_one(pool)
+    .await
+    .map_err(duplicate_endpoint)?;
+    Ok(from_row(&row)?)
+}
+
+pub async fn update(pool: &PgPool, id: OperatorId, input: OperatorInput) -> Result<Operator, OperatorError> {
+    check(&input, false)?;
+    let row = sqlx::query(&format!(
+        "UPDATE operators SET name = coalesce($2, name), endpoint = coalesce($3, endpoint),
+             skills = coalesce($4, skills), enabled = coalesce($5, enabled), updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(input.name.as_deref().map(str::trim))
+    .bind(&input.endpoint)
+    .bind(&input.skills)
+    .bind(input.enabled)
+    .fetch_optional(pool)
+    .await
+    .map_err(duplicate_endpoint)?
+    .ok_or(OperatorError::NotFound)?;
+    Ok(from_row(&row)?)
+}
+
+pub async fn get(pool: &PgPool, id: OperatorId) -> Result<Operator, OperatorError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM operators WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(OperatorError::NotFound)?;
+    Ok(from_row(&row)?)
+}
+
+pub async fn by_endpoint(pool: &PgPool, endpoint: &str) -> Result<Option<Operator>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM operators WHERE endpoint = $1 AND enabled"
+    ))
+    .bind(endpoint)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Operator>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM operators ORDER BY name, id"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+pub async fn delete(pool: &PgPool, id: OperatorId) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM operators WHERE id = $1 AND state = 'offline'")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        > 0)
+}
+
+/// Records a session state change.
+pub async fn set_state(
+    pool: &PgPool,
+    id: OperatorId,
+    state: OperatorState,
+    session: Option<(&str, &str, &str)>,
+) -> Result<(), sqlx::Error> {
+    let (channel, bridge, instance) = match session {
+        Some((c, b, i)) => (Some(c), Some(b), Some(i)),
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "UPDATE operators SET state = $2, state_changed_at = now(), updated_at = now(),
+             session_channel_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($3, session_channel_id) END,
+             session_bridge_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($4, session_bridge_id) END,
+             session_instance = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($5, session_instance) END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(channel)
+    .bind(bridge)
+    .bind(instance)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Sessions this instance held before a restart are gone with their channels.
+pub async fn reset_sessions(pool: &PgPool, instance: &str) -> Result<Vec<(OperatorId, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE operators o SET state = 'offline', state_changed_at = now(), session_channel_id = NULL,
+             session_bridge_id = NULL, session_instance = NULL
+         FROM (SELECT id, session_channel_id FROM operators WHERE session_instance = $1 FOR UPDATE) old
+         WHERE o.id = old.id
+         RETURNING o.id, old.session_channel_id",
+    )
+    .bind(instance)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_need_a_technology_and_a_resource() {
+        assert!(super::valid_endpoint("PJSIP/op1"));
+        assert!(!super::valid_endpoint("op1"));
+        assert!(!super::valid_endpoint("PJSIP/"));
+        assert!(!super::valid_endpoint("PJSIP/op 1"));
+    }
+}
