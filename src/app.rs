@@ -16,9 +16,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ari::{self, AriClient, ConnectionState, EventStream};
+use crate::api::{self, ApiState};
+use crate::ari::{self, AriClient, ConnectionState};
+use crate::calls::engine;
 use crate::config::Settings;
 use crate::db;
+use crate::dialer::scheduler::Scheduler;
 
 pub struct App {
     settings: Settings,
@@ -94,17 +97,27 @@ impl App {
             pool: pool.clone(),
             ari_state: stream.state.clone(),
         };
+        let (engine, engine_task) = engine::spawn(
+            pool.clone(),
+            ari.clone(),
+            settings.instance.id.clone(),
+            stream,
+            cancel.child_token(),
+        );
+        let scheduler = Scheduler::new(pool.clone(), engine.clone(), settings.instance.id.clone());
+        let api = api::router(ApiState {
+            pool: pool.clone(),
+            engine,
+        });
 
         let mut tasks = JoinSet::new();
         tasks.spawn(named("ari-websocket", async move {
             ws_task.await?;
             Ok(())
         }));
-        tasks.spawn(named(
-            "ari-dispatcher",
-            dispatch_events(stream, ari, cancel.child_token()),
-        ));
-        tasks.spawn(named("http", serve_http(listener, shared, cancel.child_token())));
+        tasks.spawn(named("call-engine", async move { engine_task.await? }));
+        tasks.spawn(named("scheduler", scheduler.run(cancel.child_token())));
+        tasks.spawn(named("http", serve_http(listener, shared, api, cancel.child_token())));
         let signals = cancel.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -159,57 +172,17 @@ where
     (name, task.await)
 }
 
-/// Takes events off the websocket channel and hands them on; watches the connection so that
-/// every reconnect is followed by a reconciliation with Asterisk.
-async fn dispatch_events(mut stream: EventStream, ari: AriClient, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut last_session = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            changed = stream.state.changed() => {
-                changed?;
-                let state = stream.state.borrow_and_update().clone();
-                if let ConnectionState::Connected { session, .. } = state {
-                    if last_session != Some(session) {
-                        last_session = Some(session);
-                        reconcile(&ari).await;
-                    }
-                }
-            }
-            event = stream.events.recv() => {
-                let Some(event) = event else { return Ok(()) };
-                tracing::debug!(
-                    event = event.type_name.as_str(),
-                    channel.id = event.channel_id().unwrap_or(""),
-                    "ari event"
-                );
-                if event.kind == ari::EventKind::ApplicationReplaced {
-                    tracing::error!(app = ari.app(), "another ARI client took over our Stasis application");
-                }
-            }
-        }
-    }
-}
-
-/// Re-reads what Asterisk holds for our application after a (re)connect: events may have been
-/// missed while the websocket was down. The call flow uses this to settle its attempts.
-async fn reconcile(ari: &AriClient) {
-    match ari.application().await {
-        Ok(app) => tracing::info!(
-            channels = app.channel_ids.len(),
-            bridges = app.bridge_ids.len(),
-            "reconciled with Asterisk"
-        ),
-        // Asterisk answers 404 for an app that has no websocket yet; the next connect retries.
-        Err(e) => tracing::warn!(error = %e, "reconcile with Asterisk failed"),
-    }
-}
-
-async fn serve_http(listener: TcpListener, shared: Shared, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn serve_http(
+    listener: TcpListener,
+    shared: Shared,
+    api: Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(api);
     tracing::info!(addr = %listener.local_addr()?, "http listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { cancel.cancelled().await })

@@ -2,6 +2,7 @@
 //! application (the call flow), a scheduler and an HTTP API; PostgreSQL holds all state.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod ari;
 pub mod calls;

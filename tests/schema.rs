@@ -72,7 +72,7 @@ async fn migrations_apply_to_an_empty_database_and_again_idempotently() {
         .await
         .unwrap();
     for index in [
-        "leads_due_idx",
+        "leads_claim_idx",
         "leads_campaign_state_idx",
         "attempts_lead_idx",
         "attempts_campaign_idx",

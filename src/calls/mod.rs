@@ -1,6 +1,8 @@
-//! Calls: attempt statuses and results (the names on the wire and in the database) and how an
-//! Asterisk hang-up becomes a result. The Stasis call flow lands here in the campaign issue.
+//! Calls: attempt statuses and results, their storage ([`store`]), and the engine that runs
+//! the Stasis call flow and the operators' sessions ([`engine`]).
 
+pub mod engine;
 pub mod outcome;
+pub mod store;
 
 pub use outcome::{classify_unanswered, AttemptResult, AttemptStatus};

@@ -1,1 +1,308 @@
-//! placeholder
+//! The scheduler: decides how many calls each running campaign places now (progressive
+//! pacing, concurrency cap, calls per second) and claims that many due leads. Claiming is one
+//! transaction: due leads are locked with `FOR UPDATE SKIP LOCKED` (so several obzvon
+//! instances can share the database), checked against the DNC list, the calling window and
+//! the one-live-call-per-number rule, and their attempts are inserted before it commits. It
+//! wakes when the engine reports capacity, and polls as a fallback.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::pacing::{calls_to_place, PacingInput, RateLimiter};
+use super::window;
+use crate::calls::engine::{Claimed, EngineHandle};
+use crate::campaigns::spec::CampaignSpec;
+use crate::campaigns::store::{self as campaigns, Campaign};
+use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct Scheduler {
+    pool: PgPool,
+    engine: EngineHandle,
+    instance: String,
+    limiters: HashMap<CampaignId, RateLimiter>,
+}
+
+/// What one claim did, for tests and logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClaimReport {
+    pub claimed: Vec<AttemptId>,
+    pub dnc: usize,
+    pub outside_window: usize,
+    pub number_busy: usize,
+}
+
+impl Scheduler {
+    pub fn new(pool: PgPool, engine: EngineHandle, instance: String) -> Scheduler {
+        Scheduler {
+            pool,
+            engine,
+            instance,
+            limiters: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let wake = self.engine.wake.clone();
+        loop {
+            let started = Instant::now();
+            let placed = match self.tick().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "scheduler tick failed");
+                    0
+                }
+            };
+            tracing::trace!(
+                placed,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "scheduler tick"
+            );
+            let pause = if placed > 0 {
+                Duration::from_millis(50)
+            } else {
+                self.next_wait()
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn next_wait(&self) -> Duration {
+        self.limiters
+            .values()
+            .map(RateLimiter::wait_for_one)
+            .filter(|d| !d.is_zero())
+            .min()
+            .unwrap_or(POLL)
+            .min(POLL)
+    }
+
+    /// One round over the running campaigns; returns how many calls it placed.
+    pub async fn tick(&mut self) -> anyhow::Result<usize> {
+        campaigns::finish_completed(&self.pool).await?;
+        let running = campaigns::running(&self.pool).await?;
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let Some(snapshot) = self.engine.snapshot().await else {
+            return Ok(0);
+        };
+        let mut placed = 0;
+        for campaign in running {
+            let spec = Arc::new(campaign.spec.clone());
+            let load = snapshot.campaigns.get(&campaign.id).copied().unwrap_or_default();
+            let eligible = snapshot
+                .ready
+                .iter()
+                .filter(|r| spec.operators.is_empty() || spec.operators.contains(&r.id))
+                .filter(|r| spec.skills.iter().all(|s| r.skills.contains(s)))
+                .count();
+            let wanted = calls_to_place(PacingInput {
+                ready_operators: eligible,
+                ratio: spec.pacing.ratio,
+                dialing: load.dialing,
+                live: load.live,
+                max_concurrent: spec.max_concurrent_calls as usize,
+            });
+            if wanted == 0 {
+                continue;
+            }
+            let now = Instant::now();
+            let limiter = self
+                .limiters
+                .entry(campaign.id)
+                .or_insert_with(|| RateLimiter::new(spec.calls_per_second, now));
+            limiter.set_rate(spec.calls_per_second);
+            let allowed = limiter.take(wanted, now);
+            if allowed == 0 {
+                continue;
+            }
+            let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now()).await?;
+            if report.dnc + report.outside_window + report.number_busy > 0 {
+                tracing::debug!(campaign.id = %campaign.id, ?report, "leads skipped at claim");
+            }
+            placed += claims.len();
+            for mut c in claims {
+                c.spec = spec.clone();
+                self.engine.dial(c);
+            }
+        }
+        Ok(placed)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    id: LeadId,
+    phone_e164: String,
+    timezone: Option<String>,
+    attempts_count: i32,
+    callback_operator_id: Option<OperatorId>,
+}
+
+/// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
+/// transaction. Leads on the DNC list become `dnc`; leads outside their calling window are
+/// rescheduled to its next opening; leads whose number is in a live call elsewhere wait.
+pub async fn claim(
+    pool: &PgPool,
+    campaign: &Campaign,
+    n: usize,
+    instance: &str,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Claimed>, ClaimReport), sqlx::Error> {
+    let mut report = ClaimReport::default();
+    if n == 0 {
+        return Ok((Vec::new(), report));
+    }
+    let spec = &campaign.spec;
+    let mut tx = pool.begin().await?;
+    let candidates: Vec<Candidate> = sqlx::query_as(
+        "SELECT id, phone_e164, timezone, attempts_count, callback_operator_id FROM leads
+         WHERE campaign_id = $1 AND state IN ('pending', 'scheduled')
+           AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
+         ORDER BY priority DESC, next_attempt_at NULLS FIRST, created_at, id
+         LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(campaign.id)
+    .bind(now)
+    .bind((n * 2 + 8) as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if candidates.is_empty() {
+        return Ok((Vec::new(), report));
+    }
+    let phones: Vec<&str> = candidates.iter().map(|c| c.phone_e164.as_str()).collect();
+    let dnc: HashSet<String> = sqlx::query_scalar(
+        "SELECT phone_e164 FROM dnc WHERE phone_e164 = ANY($1) AND (campaign_id IS NULL OR campaign_id = $2)",
+    )
+    .bind(&phones)
+    .bind(campaign.id)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let busy: HashSet<String> = sqlx::query_scalar(
+        "SELECT phone_e164 FROM attempts WHERE phone_e164 = ANY($1) AND status IN ('init', 'ringing', 'in-progress')",
+    )
+    .bind(&phones)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let campaign_tz = spec.tz();
+    let mut to_dnc = Vec::new();
+    let mut reschedule: Vec<(LeadId, DateTime<Utc>)> = Vec::new();
+    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut phones_taken = HashSet::new();
+    for c in &candidates {
+        if dnc.contains(&c.phone_e164) {
+            to_dnc.push(c.id);
+            report.dnc += 1;
+            continue;
+        }
+        if busy.contains(&c.phone_e164) || !phones_taken.insert(c.phone_e164.as_str()) {
+            report.number_busy += 1;
+            continue;
+        }
+        let tz: Tz = c
+            .timezone
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(campaign_tz);
+        match window::next_open(now, tz, &spec.calling_windows) {
+            Some(open) if open <= now => {
+                if chosen.len() < n {
+                    chosen.push(c);
+                }
+            }
+            Some(open) => {
+                reschedule.push((c.id, open));
+                report.outside_window += 1;
+            }
+            None => {
+                // A window table with no time at all: look again tomorrow.
+                reschedule.push((c.id, now + chrono::Duration::days(1)));
+                report.outside_window += 1;
+            }
+        }
+    }
+    if !to_dnc.is_empty() {
+        sqlx::query("UPDATE leads SET state = 'dnc', next_attempt_at = NULL, updated_at = now() WHERE id = ANY($1)")
+            .bind(&to_dnc)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !reschedule.is_empty() {
+        let (ids, times): (Vec<LeadId>, Vec<DateTime<Utc>>) = reschedule.into_iter().unzip();
+        sqlx::query(
+            "UPDATE leads l SET state = 'scheduled', next_attempt_at = u.at, updated_at = now()
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE l.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut claimed = Vec::with_capacity(chosen.len());
+    if !chosen.is_empty() {
+        let leads: Vec<LeadId> = chosen.iter().map(|c| c.id).collect();
+        let attempts: Vec<AttemptId> = chosen.iter().map(|_| AttemptId::new()).collect();
+        let chosen_phones: Vec<&str> = chosen.iter().map(|c| c.phone_e164.as_str()).collect();
+        sqlx::query(
+            "UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
+                 updated_at = now() WHERE id = ANY($1)",
+        )
+        .bind(&leads)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, caller_id, kind, status, instance)
+             SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5
+             FROM UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone)",
+        )
+        .bind(&attempts)
+        .bind(&leads)
+        .bind(campaign.id)
+        .bind(&spec.caller_id)
+        .bind(instance)
+        .bind(&chosen_phones)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
+             SELECT id, NULL, 'init', 'claimed by the scheduler' FROM UNNEST($1::uuid[]) AS u(id)",
+        )
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        for (c, attempt) in chosen.iter().zip(&attempts) {
+            report.claimed.push(*attempt);
+            claimed.push(Claimed {
+                attempt: *attempt,
+                lead: c.id,
+                campaign: campaign.id,
+                phone: c.phone_e164.clone(),
+                spec: Arc::new(CampaignSpec::default()),
+                attempt_number: (c.attempts_count + 1).max(1) as u32,
+                preferred_operator: c.callback_operator_id,
+            });
+        }
+    }
+    tx.commit().await?;
+    for c in &mut claimed {
+        c.spec = Arc::new(spec.clone());
+    }
+    Ok((claimed, report))
+}

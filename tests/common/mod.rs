@@ -257,3 +257,167 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// An operator's phone logging in with the feature code (scripts/sipp/operator-login.xml):
+/// it presses `key` every `every_ms` for as long as the session lasts. Killed when dropped.
+pub fn login_phone(n: u8, key: &str, every_ms: u32) -> Phone {
+    let dir = std::env::temp_dir().join(format!("obzvon-login-{n}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = 5070 + u16::from(n);
+    let child = Command::new("sipp")
+        .args(["-sf", repo_path("scripts/sipp/operator-login.xml").to_str().unwrap()])
+        .args(["-s", "*55", "-key", "op", &format!("op{n}"), "-key", "key", key])
+        .args(["-d", &every_ms.to_string(), "127.0.0.1:5060"])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
+        .args([
+            "-mp",
+            &(16300 + u16::from(n) * 10).to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-trace_err",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester; scripts/testbed.sh up installs it)");
+    Phone { child, _dir: dir }
+}
+
+/// `obzvon serve` running in this test process on a fresh database, with a REST client.
+pub struct Server {
+    pub db: TestDb,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    /// `app` must be "obzvon" for feature-code logins (the dialplan names it).
+    pub async fn start(app: &str) -> Server {
+        ari_client("probe").await;
+        let db = TestDb::create().await;
+        let pool = db.pool().await;
+        obzvon::db::migrate(&pool).await.unwrap();
+        let mut s = settings();
+        s.database.url = db.url.clone().into();
+        s.http.listen = "127.0.0.1:0".parse().unwrap();
+        s.ari.app = app.to_owned();
+        s.instance.id = format!("test-{}", db.name);
+        s.http.shutdown_grace_secs = 5;
+        let app = obzvon::app::App::build(s).await.unwrap();
+        let base = format!("http://{}/api/v1", app.local_addr());
+        let cancel = app.cancel_token();
+        let task = tokio::spawn(app.run_until_stopped());
+        let server = Server {
+            db,
+            base,
+            http: reqwest::Client::new(),
+            pool,
+            cancel,
+            task: Some(task),
+        };
+        // Ready means the ARI websocket is up, so logins and originates are seen.
+        let ready_url = server.base.replace("/api/v1", "/readyz");
+        for _ in 0..100 {
+            if server
+                .http
+                .get(&ready_url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("obzvon serve did not become ready");
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (status, answer) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        assert!((200..300).contains(&status), "POST {path}: {status} {answer}");
+        answer
+    }
+
+    pub async fn post_csv(&self, path: &str, csv: String) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn operator(&self, name: &str, endpoint: &str) -> String {
+        let op = self
+            .post("/operators", serde_json::json!({ "name": name, "endpoint": endpoint }))
+            .await;
+        op["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until `check` holds for the operator list.
+    pub async fn wait_operators(&self, what: &str, limit: Duration, check: impl Fn(&[serde_json::Value]) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ops = self.get("/operators").await;
+            if check(ops.as_array().unwrap()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {limit:?}; operators: {ops}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(15), task).await;
+            result
+                .expect("serve stops in time")
+                .unwrap()
+                .expect("serve stops cleanly");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

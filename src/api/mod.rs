@@ -1,0 +1,450 @@
+//! The REST API under `/api/v1`: campaigns, leads, DNC, operators and their sessions,
+//! attempts and dispositions. Handlers parse and check input, then call the domain modules.
+
+pub mod error;
+
+use std::str::FromStr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+pub use error::ApiError;
+
+use crate::calls::engine::{CommandError, EngineHandle};
+use crate::calls::store::{self as attempts, Disposition};
+use crate::calls::AttemptResult;
+use crate::campaigns::store::{self as campaigns, StoreError};
+use crate::campaigns::{Action, CampaignSpec};
+use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+use crate::leads::import::{self, ImportError};
+use crate::leads::{dnc, store as leads, LeadState};
+use crate::operators::store::{self as operators, OperatorError, OperatorInput};
+use crate::phone::{PhoneNumber, Region};
+
+/// Largest JSON body (a JSON lead import is read whole; CSV is streamed without a limit).
+const JSON_LIMIT: usize = 32 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub engine: EngineHandle,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/campaigns", get(list_campaigns).post(create_campaign))
+        .route("/api/v1/campaigns/{id}", get(get_campaign).patch(update_campaign))
+        .route("/api/v1/campaigns/{id}/leads", get(list_leads).post(import_leads))
+        .route("/api/v1/campaigns/{id}/attempts", get(list_campaign_attempts))
+        .route("/api/v1/campaigns/{id}/{action}", post(campaign_action))
+        .route("/api/v1/leads/{id}", get(get_lead).delete(remove_lead))
+        .route("/api/v1/dnc", get(list_dnc).post(add_dnc))
+        .route("/api/v1/dnc/{id}", axum::routing::delete(remove_dnc))
+        .route("/api/v1/operators", get(list_operators).post(create_operator))
+        .route(
+            "/api/v1/operators/{id}",
+            get(get_operator).patch(update_operator).delete(delete_operator),
+        )
+        .route(
+            "/api/v1/operators/{id}/session",
+            post(start_session).delete(end_session),
+        )
+        .route("/api/v1/operators/{id}/pause", post(pause_operator))
+        .route("/api/v1/operators/{id}/ready", post(ready_operator))
+        .route("/api/v1/attempts/{id}", get(get_attempt))
+        .route("/api/v1/attempts/{id}/disposition", post(set_disposition))
+        .with_state(state)
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_id<T: FromStr>(raw: &str, what: &str) -> ApiResult<T> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no {what} with id {raw:?}")))
+}
+
+fn json_body(body: &Bytes) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("the request needs a JSON body".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => "body".to_owned(),
+            p => p,
+        };
+        ApiError::invalid(&field, e.into_inner().to_string())
+    })
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("campaign not found".into()),
+        StoreError::Invalid(fields) => ApiError::Invalid(fields),
+        StoreError::Conflict(m) => ApiError::Conflict(m),
+        StoreError::Db(e) => e.into(),
+    }
+}
+
+fn operator_error(e: OperatorError) -> ApiError {
+    match e {
+        OperatorError::NotFound => ApiError::NotFound("operator not found".into()),
+        OperatorError::Invalid(fields) => ApiError::Invalid(fields),
+        OperatorError::Db(e) => e.into(),
+    }
+}
+
+fn command_error(e: CommandError) -> ApiError {
+    match e {
+        CommandError::NotFound(m) => ApiError::NotFound(m),
+        CommandError::Conflict(m) => ApiError::Conflict(m),
+        CommandError::Failed(m) => ApiError::Unavailable(m),
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    state: Option<String>,
+}
+
+impl Page {
+    fn bounds(&self) -> ApiResult<(i64, i64)> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::invalid("limit", "between 1 and 1000"));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ApiError::invalid("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
+}
+
+// ---- campaigns ------------------------------------------------------------------------------
+
+async fn create_campaign(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let spec = CampaignSpec::from_json(json_body(&body)?).map_err(ApiError::Invalid)?;
+    let campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(json!(campaign))))
+}
+
+async fn list_campaigns(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(campaigns::list(&s.pool).await.map_err(store_error)?)))
+}
+
+async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    let campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
+    let counts = leads::counts(&s.pool, id).await?;
+    let mut body = json!(campaign);
+    body["leads"] = json!(counts);
+    Ok(Json(body))
+}
+
+async fn update_campaign(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    let campaign = campaigns::update(&s.pool, id, json_body(&body)?)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!(campaign)))
+}
+
+async fn campaign_action(
+    State(s): State<ApiState>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    let action = match action.as_str() {
+        "start" => Action::Start,
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "stop" => Action::Stop,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no campaign action {other:?}; use start, pause, resume or stop"
+            )))
+        }
+    };
+    let campaign = campaigns::act(&s.pool, id, action).await.map_err(store_error)?;
+    s.engine.wake.notify_one();
+    Ok(Json(json!(campaign)))
+}
+
+// ---- leads ------------------------------------------------------------------------------------
+
+/// JSON (`application/json`: an array of leads, or `{"leads": [...]}`) or CSV (`text/csv`,
+/// streamed). Answers with the import report; bad rows are listed, good rows imported.
+async fn import_leads(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    let campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
+    let region: Option<Region> = campaign.spec.region();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let report = if content_type.starts_with("text/csv") {
+        let stream = body.into_data_stream().map_err(std::io::Error::other);
+        let reader = tokio_util::io::StreamReader::new(stream);
+        import::import_csv(&s.pool, id, region, reader).await
+    } else if content_type.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(body, JSON_LIMIT).await.map_err(|_| {
+            ApiError::BadRequest(format!(
+                "JSON imports are limited to {} MiB; send CSV",
+                JSON_LIMIT >> 20
+            ))
+        })?;
+        let rows = match json_body(&bytes)? {
+            Value::Array(rows) => rows,
+            Value::Object(mut o) => match o.remove("leads") {
+                Some(Value::Array(rows)) => rows,
+                _ => return Err(ApiError::invalid("leads", "expected an array of leads")),
+            },
+            _ => return Err(ApiError::invalid("body", "expected an array of leads")),
+        };
+        import::import_json(&s.pool, id, region, rows).await
+    } else {
+        return Err(ApiError::BadRequest(
+            "send leads as application/json (an array) or text/csv (with a phone column)".into(),
+        ));
+    }
+    .map_err(|e| match e {
+        ImportError::BadFile(m) => ApiError::BadRequest(format!("{m}; nothing was imported")),
+        ImportError::Db(e) => e.into(),
+    })?;
+    if report.imported > 0 {
+        s.engine.wake.notify_one();
+    }
+    Ok(Json(json!(report)))
+}
+
+async fn list_leads(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    campaigns::get(&s.pool, id).await.map_err(store_error)?;
+    let (limit, offset) = page.bounds()?;
+    let state = match page.state.as_deref() {
+        None => None,
+        Some(raw) => Some(LeadState::parse(raw).ok_or_else(|| {
+            ApiError::invalid(
+                "state",
+                "one of pending, scheduled, dialing, done, exhausted, dnc, canceled",
+            )
+        })?),
+    };
+    Ok(Json(json!(leads::list(&s.pool, id, state, limit, offset).await?)))
+}
+
+async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: LeadId = parse_id(&id, "lead")?;
+    let lead = leads::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("lead not found".into()))?;
+    let history = attempts::list(&s.pool, None, Some(id), 1000, 0).await?;
+    let mut body = json!(lead);
+    body["attempts"] = json!(history);
+    Ok(Json(body))
+}
+
+/// Cancels the lead: it is not called again, and a call in progress is hung up.
+async fn remove_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id: LeadId = parse_id(&id, "lead")?;
+    match leads::remove(&s.pool, id).await? {
+        None => Err(ApiError::NotFound("lead not found".into())),
+        Some(live) => {
+            if let Some(attempt) = live {
+                s.engine.cancel(attempt).await;
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+// ---- DNC --------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DncInput {
+    phone: String,
+    #[serde(default)]
+    campaign_id: Option<CampaignId>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn add_dnc(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input: DncInput = typed(json_body(&body)?)?;
+    let region = match input.region.as_deref() {
+        Some(r) => Some(Region::parse(r).map_err(|e| ApiError::invalid("region", e.to_string()))?),
+        None => None,
+    };
+    let phone = PhoneNumber::parse(&input.phone, region).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
+    if let Some(c) = input.campaign_id {
+        campaigns::get(&s.pool, c).await.map_err(store_error)?;
+    }
+    let entry = dnc::add(&s.pool, &phone, input.campaign_id, input.reason.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(json!(entry))))
+}
+
+async fn list_dnc(State(s): State<ApiState>, Query(page): Query<Page>) -> ApiResult<Json<Value>> {
+    let (limit, offset) = page.bounds()?;
+    Ok(Json(json!(dnc::list(&s.pool, limit, offset).await?)))
+}
+
+async fn remove_dnc(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id: i64 = parse_id(&id, "DNC entry")?;
+    if dnc::remove(&s.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("DNC entry not found".into()))
+    }
+}
+
+// ---- operators --------------------------------------------------------------------------------
+
+async fn create_operator(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input: OperatorInput = typed(json_body(&body)?)?;
+    let op = operators::create(&s.pool, input).await.map_err(operator_error)?;
+    Ok((StatusCode::CREATED, Json(json!(op))))
+}
+
+async fn list_operators(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(operators::list(&s.pool).await?)))
+}
+
+async fn get_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    Ok(Json(json!(operators::get(&s.pool, id)
+        .await
+        .map_err(operator_error)?)))
+}
+
+async fn update_operator(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let input: OperatorInput = typed(json_body(&body)?)?;
+    Ok(Json(json!(operators::update(&s.pool, id, input)
+        .await
+        .map_err(operator_error)?)))
+}
+
+async fn delete_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    operators::get(&s.pool, id).await.map_err(operator_error)?;
+    if operators::delete(&s.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict(
+            "the operator is logged in; end the session first".into(),
+        ))
+    }
+}
+
+/// Starts a session by calling the operator's phone; answers 202 (the phone still rings).
+async fn start_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    s.engine.start_session(id).await.map_err(command_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn end_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    s.engine.end_session(id).await.map_err(command_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn pause_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let state = s.engine.set_paused(id, true).await.map_err(command_error)?;
+    Ok(Json(json!({ "state": state })))
+}
+
+async fn ready_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let state = s.engine.set_paused(id, false).await.map_err(command_error)?;
+    Ok(Json(json!({ "state": state })))
+}
+
+// ---- attempts ---------------------------------------------------------------------------------
+
+async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: AttemptId = parse_id(&id, "attempt")?;
+    let attempt = attempts::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
+    Ok(Json(json!(attempt)))
+}
+
+async fn list_campaign_attempts(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    campaigns::get(&s.pool, id).await.map_err(store_error)?;
+    let (limit, offset) = page.bounds()?;
+    Ok(Json(json!(
+        attempts::list(&s.pool, Some(id), None, limit, offset).await?
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispositionInput {
+    result: AttemptResult,
+    #[serde(default)]
+    notes: Option<String>,
+    #[serde(default)]
+    callback_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    same_operator: bool,
+}
+
+async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let id: AttemptId = parse_id(&id, "attempt")?;
+    let input: DispositionInput = typed(json_body(&body)?)?;
+    if input.result == AttemptResult::CallbackNeeded {
+        match input.callback_at {
+            Some(at) if at <= Utc::now() => return Err(ApiError::invalid("callback_at", "must be in the future")),
+            _ => {}
+        }
+    } else if input.callback_at.is_some() {
+        return Err(ApiError::invalid("callback_at", "only with result callback-needed"));
+    }
+    if input.notes.as_ref().is_some_and(|n| n.len() > 4000) {
+        return Err(ApiError::invalid("notes", "at most 4000 characters"));
+    }
+    let d = Disposition {
+        result: input.result,
+        notes: input.notes,
+        callback_at: input.callback_at,
+        same_operator: input.same_operator,
+        source: "api",
+    };
+    s.engine.disposition(id, d).await.map_err(command_error)?;
+    let attempt = attempts::get(&s.pool, id).await?;
+    Ok(Json(json!(attempt)))
+}

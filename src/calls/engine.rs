@@ -1,0 +1,1075 @@
+//! The call engine: one task that owns every live call and operator session of this instance.
+//! ARI events, scheduler dial requests and API commands arrive as messages and are handled one
+//! at a time, so there are no races between them; every state change is written to PostgreSQL
+//! before the next message is taken.
+//!
+//! Operator session: the phone's channel (feature code `*55` → `Stasis(obzvon,login)`, or a
+//! call we place when the CRM starts the session) waits alone in the operator's own mixing
+//! bridge. An answered customer is added to that bridge, so connecting is one ARI call. Keys on
+//! the session: `0` toggles pause/ready, `#` hangs up the customer (on a call) or ends wrap-up,
+//! the campaign's disposition keys set the result in wrap-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{self, Change, Disposition};
+use super::{classify_unanswered, AttemptResult, AttemptStatus};
+use crate::ari::models::ChannelState;
+use crate::ari::{
+    self, AriClient, BridgeType, ConnectionState, Event, EventKind, EventStream, HangupReason, Originate,
+};
+use crate::campaigns::spec::{CampaignSpec, Distribution};
+use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+use crate::operators::store as operators;
+use crate::operators::OperatorState;
+
+const LIVE: [AttemptStatus; 3] = [AttemptStatus::Init, AttemptStatus::Ringing, AttemptStatus::InProgress];
+
+/// A lead the scheduler claimed; its attempt row exists (`init`).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub attempt: AttemptId,
+    pub lead: LeadId,
+    pub campaign: CampaignId,
+    pub phone: String,
+    pub spec: Arc<CampaignSpec>,
+    /// The lead's attempts including this one.
+    pub attempt_number: u32,
+    pub preferred_operator: Option<OperatorId>,
+}
+
+/// Counts the scheduler paces by.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ready: Vec<ReadyOperator>,
+    pub campaigns: HashMap<CampaignId, CampaignLoad>,
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadyOperator {
+    pub id: OperatorId,
+    pub skills: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CampaignLoad {
+    /// Dialled, not answered yet, or answered and waiting for an operator.
+    pub dialing: usize,
+    /// Every call holding a channel.
+    pub live: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+enum Msg {
+    Dial(Box<Claimed>),
+    Snapshot(oneshot::Sender<Snapshot>),
+    StartSession(OperatorId, oneshot::Sender<Result<(), CommandError>>),
+    EndSession(OperatorId, oneshot::Sender<Result<(), CommandError>>),
+    SetPaused(OperatorId, bool, oneshot::Sender<Result<OperatorState, CommandError>>),
+    Disposition(AttemptId, Disposition, oneshot::Sender<Result<(), CommandError>>),
+    Cancel(AttemptId, oneshot::Sender<bool>),
+}
+
+/// How the rest of the app talks to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Fired when capacity may have appeared (operator ready, call ended): the scheduler wakes.
+    pub wake: Arc<Notify>,
+}
+
+impl EngineHandle {
+    pub fn dial(&self, claimed: Claimed) {
+        let _ = self.tx.send(Msg::Dial(Box::new(claimed)));
+    }
+
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Snapshot(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn start_session(&self, op: OperatorId) -> Result<(), CommandError> {
+        self.ask(|tx| Msg::StartSession(op, tx)).await
+    }
+
+    pub async fn end_session(&self, op: OperatorId) -> Result<(), CommandError> {
+        self.ask(|tx| Msg::EndSession(op, tx)).await
+    }
+
+    pub async fn set_paused(&self, op: OperatorId, paused: bool) -> Result<OperatorState, CommandError> {
+        self.ask(|tx| Msg::SetPaused(op, paused, tx)).await
+    }
+
+    pub async fn disposition(&self, attempt: AttemptId, d: Disposition) -> Result<(), CommandError> {
+        self.ask(|tx| Msg::Disposition(attempt, d, tx)).await
+    }
+
+    /// Hangs up a live attempt of this instance; false if it holds no such call.
+    pub async fn cancel(&self, attempt: AttemptId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Cancel(attempt, tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommandError>>) -> Msg,
+    ) -> Result<T, CommandError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| CommandError::Failed("the call engine is stopping".into()))?;
+        rx.await
+            .map_err(|_| CommandError::Failed("the call engine is stopping".into()))?
+    }
+}
+
+struct Session {
+    operator: OperatorId,
+    name: String,
+    skills: Vec<String>,
+    channel: String,
+    bridge: String,
+    state: OperatorState,
+    since: Instant,
+    /// The call on the line, or the one being wrapped up.
+    attempt: Option<AttemptId>,
+    wrap_until: Option<Instant>,
+    disposition_keys: Option<Arc<CampaignSpec>>,
+}
+
+struct Call {
+    claimed: Claimed,
+    status: AttemptStatus,
+    answered: Option<Instant>,
+    operator: Option<OperatorId>,
+    abandon_at: Option<Instant>,
+    abandoning: bool,
+    hangup_at: Option<Instant>,
+    canceled: bool,
+    recording: Option<String>,
+}
+
+pub struct Engine {
+    pool: PgPool,
+    ari: AriClient,
+    instance: String,
+    sessions: HashMap<OperatorId, Session>,
+    session_channels: HashMap<String, OperatorId>,
+    /// Session calls we placed to operator phones, waiting for an answer.
+    pending_sessions: HashMap<String, OperatorId>,
+    calls: HashMap<String, Call>,
+    round_robin: HashMap<CampaignId, OperatorId>,
+    wake: Arc<Notify>,
+    /// answer → bridged, in ms, for the connect-latency figures.
+    pub connect_latencies_ms: Vec<f64>,
+}
+
+pub fn spawn(
+    pool: PgPool,
+    ari: AriClient,
+    instance: String,
+    events: EventStream,
+    cancel: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let wake = Arc::new(Notify::new());
+    let engine = Engine {
+        pool,
+        ari,
+        instance,
+        sessions: HashMap::new(),
+        session_channels: HashMap::new(),
+        pending_sessions: HashMap::new(),
+        calls: HashMap::new(),
+        round_robin: HashMap::new(),
+        wake: wake.clone(),
+        connect_latencies_ms: Vec::new(),
+    };
+    let task = tokio::spawn(engine.run(rx, events, cancel));
+    (EngineHandle { tx, wake }, task)
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut events: EventStream,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.recover_after_restart().await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_session = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(msg) = rx.recv() => self.on_message(msg).await,
+                event = events.events.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
+                },
+                changed = events.state.changed() => {
+                    if changed.is_err() { break }
+                    let state = events.state.borrow_and_update().clone();
+                    if let ConnectionState::Connected { session, .. } = state {
+                        if last_session.replace(session).is_some() {
+                            self.reconcile().await;
+                        }
+                        self.wake.notify_one();
+                    }
+                }
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    async fn on_message(&mut self, msg: Msg) {
+        match msg {
+            Msg::Dial(claimed) => self.dial(*claimed).await,
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Msg::StartSession(op, reply) => {
+                let _ = reply.send(self.start_session(op).await);
+            }
+            Msg::EndSession(op, reply) => {
+                let result = match self.sessions.get(&op) {
+                    Some(s) => {
+                        let _ = self.ari.hangup(&s.channel, HangupReason::Normal).await;
+                        Ok(())
+                    }
+                    None => Err(CommandError::Conflict("the operator has no session".into())),
+                };
+                let _ = reply.send(result);
+            }
+            Msg::SetPaused(op, paused, reply) => {
+                let _ = reply.send(self.set_paused(op, paused).await);
+            }
+            Msg::Disposition(attempt, d, reply) => {
+                let result = store::set_disposition(&self.pool, attempt, &d)
+                    .await
+                    .map_err(|e| match e {
+                        store::DispositionError::NotFound => CommandError::NotFound("attempt not found".into()),
+                        store::DispositionError::Conflict(m) => CommandError::Conflict(m),
+                        store::DispositionError::Db(e) => CommandError::Failed(e.to_string()),
+                    });
+                if result.is_ok() {
+                    self.end_wrap_up_for(attempt).await;
+                }
+                let _ = reply.send(result);
+            }
+            Msg::Cancel(attempt, reply) => {
+                let channel = attempt.channel_id();
+                let found = match self.calls.get_mut(&channel) {
+                    Some(call) => {
+                        call.canceled = true;
+                        let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let ready = self
+            .sessions
+            .values()
+            .filter(|s| s.state == OperatorState::Ready)
+            .map(|s| ReadyOperator {
+                id: s.operator,
+                skills: s.skills.clone(),
+            })
+            .collect();
+        let mut campaigns: HashMap<CampaignId, CampaignLoad> = HashMap::new();
+        for call in self.calls.values() {
+            let load = campaigns.entry(call.claimed.campaign).or_default();
+            load.live += 1;
+            if call.operator.is_none() {
+                load.dialing += 1;
+            }
+        }
+        Snapshot {
+            ready,
+            campaigns,
+            connected: true,
+        }
+    }
+
+    // ---- customer calls ------------------------------------------------------------------
+
+    async fn dial(&mut self, claimed: Claimed) {
+        let attempt = claimed.attempt;
+        let channel = attempt.channel_id();
+        let spec = claimed.spec.clone();
+        let mut variables = std::collections::BTreeMap::new();
+        variables.insert("CDR(userfield)".to_owned(), attempt.to_string());
+        variables.insert("CHANNEL(accountcode)".to_owned(), claimed.campaign.to_string());
+        let request = Originate {
+            endpoint: spec.trunk.replace("{number}", &claimed.phone),
+            channel_id: Some(channel.clone()),
+            app_args: vec!["attempt".to_owned(), attempt.to_string()],
+            caller_id: Some(spec.caller_id.clone()),
+            timeout_secs: Some(spec.dial_timeout_secs),
+            variables,
+            ..Default::default()
+        };
+        self.calls.insert(
+            channel.clone(),
+            Call {
+                claimed: claimed.clone(),
+                status: AttemptStatus::Init,
+                answered: None,
+                operator: None,
+                abandon_at: None,
+                abandoning: false,
+                hangup_at: None,
+                canceled: false,
+                recording: None,
+            },
+        );
+        match self.ari.originate(&request).await {
+            Ok(_) => {
+                let change = Change {
+                    dialed_at: Some(Utc::now()),
+                    ..Default::default()
+                };
+                self.write(
+                    store::transition_now(
+                        &self.pool,
+                        attempt,
+                        &[AttemptStatus::Init],
+                        AttemptStatus::Init,
+                        &change,
+                    )
+                    .await,
+                );
+            }
+            // 409: a channel with this id exists, so this attempt is already dialling.
+            Err(e) if e.is_conflict() => {
+                tracing::warn!(attempt.id = %attempt, error = %e, "attempt already dialling; not dialled twice")
+            }
+            Err(e) => {
+                tracing::warn!(attempt.id = %attempt, campaign.id = %claimed.campaign, error = %e, "originate failed");
+                self.calls.remove(&channel);
+                let change = Change {
+                    result: Some(AttemptResult::Failed),
+                    reason: Some("originate refused by Asterisk"),
+                    detail: Some(serde_json::json!({ "error": e.to_string() })),
+                    ..Default::default()
+                };
+                self.write(
+                    store::finish(
+                        &self.pool,
+                        attempt,
+                        Some((claimed.lead, claimed.attempt_number)),
+                        Some(&spec),
+                        AttemptStatus::Failed,
+                        &change,
+                    )
+                    .await,
+                );
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        if event.kind == EventKind::ApplicationReplaced {
+            tracing::error!(
+                app = self.ari.app(),
+                "another ARI client took over our Stasis application"
+            );
+            return;
+        }
+        let channel = match &event.kind {
+            EventKind::PlaybackFinished(p) => p.playback.target_uri.strip_prefix("channel:").map(str::to_owned),
+            _ => event.channel_id().map(str::to_owned),
+        };
+        let Some(channel) = channel else { return };
+        if self.calls.contains_key(&channel) {
+            self.on_customer_event(&channel, event).await;
+        } else if let Some(op) = self.session_channels.get(&channel).copied() {
+            self.on_session_event(op, &channel, event).await;
+        } else if let EventKind::StasisStart(start) = &event.kind {
+            self.on_new_channel(&channel, start).await;
+        } else if let EventKind::ChannelDestroyed(_) = &event.kind {
+            if let Some(op) = self.pending_sessions.remove(&channel) {
+                tracing::info!(operator.id = %op, "operator did not answer the session call");
+            }
+        }
+    }
+
+    async fn on_customer_event(&mut self, channel: &str, event: Event) {
+        let attempt = self.calls[channel].claimed.attempt;
+        match event.kind {
+            EventKind::ChannelStateChange(c) if c.channel.state == ChannelState::Ringing => {
+                let call = self.calls.get_mut(channel).expect("checked");
+                if call.status == AttemptStatus::Init {
+                    call.status = AttemptStatus::Ringing;
+                    let change = Change {
+                        ringing_at: Some(event.timestamp.to_utc()),
+                        ..Default::default()
+                    };
+                    self.write(
+                        store::transition_now(
+                            &self.pool,
+                            attempt,
+                            &[AttemptStatus::Init],
+                            AttemptStatus::Ringing,
+                            &change,
+                        )
+                        .await,
+                    );
+                }
+            }
+            EventKind::StasisStart(_) => {
+                let call = self.calls.get_mut(channel).expect("checked");
+                if call.answered.is_some() {
+                    return;
+                }
+                call.answered = Some(Instant::now());
+                call.abandon_at = Some(Instant::now() + Duration::from_millis(call.claimed.spec.connect_limit_ms));
+                let change = Change {
+                    answered_at: Some(event.timestamp.to_utc()),
+                    ..Default::default()
+                };
+                // Status stays `ringing` until the customer is with an operator (`in-progress`).
+                self.write(
+                    store::transition_now(
+                        &self.pool,
+                        attempt,
+                        &[AttemptStatus::Init, AttemptStatus::Ringing],
+                        AttemptStatus::Ringing,
+                        &change,
+                    )
+                    .await,
+                );
+                if let Some(call) = self.calls.get_mut(channel) {
+                    call.status = AttemptStatus::Ringing;
+                }
+                if !self.connect(channel).await {
+                    tracing::info!(attempt.id = %attempt, "answered; no operator ready yet");
+                }
+            }
+            EventKind::PlaybackFinished(_) if self.calls[channel].abandoning => {
+                let _ = self.ari.hangup(channel, HangupReason::Normal).await;
+            }
+            EventKind::ChannelDestroyed(d) => {
+                self.on_customer_gone(channel, d.cause, &d.cause_txt, d.tech_cause, event.timestamp.to_utc())
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Puts an answered customer with a ready operator. False if none is ready.
+    async fn connect(&mut self, channel: &str) -> bool {
+        let Some(call) = self.calls.get(channel) else {
+            return false;
+        };
+        if call.operator.is_some() || call.abandoning || call.answered.is_none() {
+            return false;
+        }
+        let spec = call.claimed.spec.clone();
+        let campaign = call.claimed.campaign;
+        let attempt = call.claimed.attempt;
+        let Some(op) = self.pick_operator(campaign, &spec, call.claimed.preferred_operator) else {
+            return false;
+        };
+        let session = self.sessions.get_mut(&op).expect("picked from sessions");
+        session.state = OperatorState::Reserved;
+        let bridge = session.bridge.clone();
+        if let Err(e) = self.ari.add_channels(&bridge, &[channel]).await {
+            tracing::warn!(error = %e, attempt.id = %attempt, "could not bridge the customer");
+            if let Some(s) = self.sessions.get_mut(&op) {
+                s.state = OperatorState::Ready;
+            }
+            return false;
+        }
+        let bridged_at = Utc::now();
+        let call = self.calls.get_mut(channel).expect("checked");
+        let latency = call
+            .answered
+            .map(|a| a.elapsed().as_secs_f64() * 1000.0)
+            .unwrap_or_default();
+        self.connect_latencies_ms.push(latency);
+        call.operator = Some(op);
+        call.status = AttemptStatus::InProgress;
+        call.abandon_at = None;
+        if let Some(s) = self.sessions.get_mut(&op) {
+            s.state = OperatorState::OnCall;
+            s.since = Instant::now();
+            s.attempt = Some(attempt);
+            s.disposition_keys = Some(spec.clone());
+        }
+        tracing::info!(attempt.id = %attempt, operator.id = %op, connect_ms = latency, "customer bridged to operator");
+        let recording = if spec.recording {
+            let name = format!("obzvon-{attempt}");
+            match self.ari.record_bridge(&bridge, &name, "wav").await {
+                Ok(_) => Some(name),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording did not start");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(call) = self.calls.get_mut(channel) {
+            call.recording = recording.clone();
+        }
+        let change = Change {
+            operator: Some(op),
+            bridge_id: Some(&bridge),
+            bridged_at: Some(bridged_at),
+            recording_name: recording.as_deref(),
+            ..Default::default()
+        };
+        self.write(
+            store::transition_now(
+                &self.pool,
+                attempt,
+                &[AttemptStatus::Ringing],
+                AttemptStatus::InProgress,
+                &change,
+            )
+            .await,
+        );
+        self.operator_state(op, OperatorState::OnCall).await;
+        true
+    }
+
+    fn pick_operator(
+        &mut self,
+        campaign: CampaignId,
+        spec: &CampaignSpec,
+        preferred: Option<OperatorId>,
+    ) -> Option<OperatorId> {
+        let eligible = |s: &&Session| {
+            s.state == OperatorState::Ready
+                && (spec.operators.is_empty() || spec.operators.contains(&s.operator))
+                && spec.skills.iter().all(|k| s.skills.contains(k))
+        };
+        if let Some(p) = preferred {
+            if self.sessions.get(&p).is_some_and(|s| eligible(&s)) {
+                return Some(p);
+            }
+        }
+        let mut candidates: Vec<&Session> = self.sessions.values().filter(eligible).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = match spec.distribution {
+            Distribution::LongestIdle => candidates
+                .iter()
+                .min_by_key(|s| (s.since, s.operator))
+                .map(|s| s.operator),
+            Distribution::RoundRobin => {
+                candidates.sort_by_key(|s| s.operator);
+                let last = self.round_robin.get(&campaign).copied();
+                candidates
+                    .iter()
+                    .find(|s| last.is_some_and(|l| s.operator > l))
+                    .or(candidates.first())
+                    .map(|s| s.operator)
+            }
+        };
+        if let Some(op) = chosen {
+            self.round_robin.insert(campaign, op);
+        }
+        chosen
+    }
+
+    async fn on_customer_gone(
+        &mut self,
+        channel: &str,
+        cause: i32,
+        cause_txt: &str,
+        sip: Option<i32>,
+        at: DateTime<Utc>,
+    ) {
+        let Some(call) = self.calls.remove(channel) else { return };
+        let claimed = &call.claimed;
+        let (status, result, reason) = if call.canceled {
+            (AttemptStatus::Canceled, None, "canceled")
+        } else if call.operator.is_some() {
+            (AttemptStatus::Completed, Some(AttemptResult::Success), "call ended")
+        } else if call.answered.is_some() {
+            (
+                AttemptStatus::Completed,
+                Some(AttemptResult::Abandoned),
+                "no operator within the connect limit",
+            )
+        } else {
+            (
+                AttemptStatus::Failed,
+                Some(classify_unanswered(cause, sip)),
+                "not answered",
+            )
+        };
+        let change = Change {
+            result,
+            reason: Some(reason),
+            hangup: Some((cause, cause_txt, sip)),
+            ended_at: Some(at),
+            ..Default::default()
+        };
+        self.write(
+            store::finish(
+                &self.pool,
+                claimed.attempt,
+                Some((claimed.lead, claimed.attempt_number)),
+                Some(&claimed.spec),
+                status,
+                &change,
+            )
+            .await,
+        );
+        tracing::info!(
+            attempt.id = %claimed.attempt, status = status.as_str(),
+            result = result.map(|r| r.as_str()).unwrap_or("-"), cause, "attempt ended"
+        );
+        if let Some(name) = &call.recording {
+            let _ = self.ari.stop_recording(name).await;
+        }
+        if let Some(op) = call.operator {
+            self.start_wrap_up(op, &claimed.spec).await;
+        }
+        self.wake.notify_one();
+    }
+
+    // ---- operator sessions ---------------------------------------------------------------
+
+    async fn start_session(&mut self, op: OperatorId) -> Result<(), CommandError> {
+        if self.sessions.contains_key(&op) || self.pending_sessions.values().any(|p| *p == op) {
+            return Err(CommandError::Conflict("the operator already has a session".into()));
+        }
+        let operator = operators::get(&self.pool, op).await.map_err(|e| match e {
+            operators::OperatorError::NotFound => CommandError::NotFound("operator not found".into()),
+            other => CommandError::Failed(other.to_string()),
+        })?;
+        if !operator.enabled {
+            return Err(CommandError::Conflict("the operator is disabled".into()));
+        }
+        let channel = format!("session-{op}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        self.pending_sessions.insert(channel.clone(), op);
+        let request = Originate {
+            endpoint: operator.endpoint.clone(),
+            channel_id: Some(channel.clone()),
+            app_args: vec!["session".to_owned(), op.to_string()],
+            caller_id: Some("\"obzvon\" <obzvon>".to_owned()),
+            timeout_secs: Some(30),
+            ..Default::default()
+        };
+        if let Err(e) = self.ari.originate(&request).await {
+            self.pending_sessions.remove(&channel);
+            return Err(CommandError::Failed(format!(
+                "could not call the operator's phone: {e}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn on_new_channel(&mut self, channel: &str, start: &ari::events::StasisStart) {
+        let operator = if let Some(op) = self.pending_sessions.remove(channel) {
+            operators::get(&self.pool, op).await.ok()
+        } else if start.args.first().map(String::as_str) == Some("login") {
+            // PJSIP/op1-00000012 → PJSIP/op1
+            let endpoint = start
+                .channel
+                .name
+                .rsplit_once('-')
+                .map_or(start.channel.name.as_str(), |(e, _)| e);
+            match operators::by_endpoint(&self.pool, endpoint).await {
+                Ok(Some(op)) => Some(op),
+                Ok(None) => {
+                    tracing::warn!(endpoint, "login from an endpoint that is no operator's");
+                    let _ = self.ari.hangup(channel, HangupReason::Rejected).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "operator lookup failed");
+                    let _ = self.ari.hangup(channel, HangupReason::Failure).await;
+                    return;
+                }
+            }
+        } else {
+            tracing::debug!(channel, args = ?start.args, "a channel we do not own entered the app");
+            return;
+        };
+        let Some(operator) = operator else {
+            let _ = self.ari.hangup(channel, HangupReason::Failure).await;
+            return;
+        };
+        if self.sessions.contains_key(&operator.id) {
+            tracing::warn!(operator.id = %operator.id, "second session refused: the operator is already logged in");
+            let _ = self.ari.hangup(channel, HangupReason::Busy).await;
+            return;
+        }
+        let bridge = format!(
+            "operator-{}-{}",
+            operator.id,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let joined = async {
+            if start.channel.state != ChannelState::Up {
+                self.ari.answer(channel).await?;
+            }
+            self.ari
+                .create_bridge(&bridge, BridgeType::Mixing, &operator.name)
+                .await?;
+            self.ari.add_channels(&bridge, &[channel]).await
+        }
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, operator.id = %operator.id, "could not set up the operator's bridge");
+            let _ = self.ari.hangup(channel, HangupReason::Failure).await;
+            let _ = self.ari.destroy_bridge(&bridge).await;
+            return;
+        }
+        self.session_channels.insert(channel.to_owned(), operator.id);
+        self.sessions.insert(
+            operator.id,
+            Session {
+                operator: operator.id,
+                name: operator.name.clone(),
+                skills: operator.skills.clone(),
+                channel: channel.to_owned(),
+                bridge: bridge.clone(),
+                state: OperatorState::Ready,
+                since: Instant::now(),
+                attempt: None,
+                wrap_until: None,
+                disposition_keys: None,
+            },
+        );
+        self.write(
+            operators::set_state(
+                &self.pool,
+                operator.id,
+                OperatorState::Ready,
+                Some((channel, &bridge, &self.instance)),
+            )
+            .await,
+        );
+        tracing::info!(operator.id = %operator.id, operator = operator.name, "operator session started");
+        self.operator_available(operator.id).await;
+    }
+
+    async fn on_session_event(&mut self, op: OperatorId, channel: &str, event: Event) {
+        match event.kind {
+            EventKind::ChannelDtmfReceived(key) => self.on_key(op, &key.digit).await,
+            EventKind::StasisEnd(_) | EventKind::ChannelDestroyed(_) => {
+                let Some(session) = self.sessions.remove(&op) else {
+                    return;
+                };
+                self.session_channels.remove(channel);
+                let _ = self.ari.destroy_bridge(&session.bridge).await;
+                if let (OperatorState::OnCall | OperatorState::Reserved, Some(attempt)) =
+                    (session.state, session.attempt)
+                {
+                    // The operator hung up the phone during a call: the customer goes too.
+                    let _ = self.ari.hangup(&attempt.channel_id(), HangupReason::Normal).await;
+                }
+                self.write(operators::set_state(&self.pool, op, OperatorState::Offline, None).await);
+                tracing::info!(operator.id = %op, operator = session.name, "operator session ended");
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_key(&mut self, op: OperatorId, key: &str) {
+        let Some(session) = self.sessions.get(&op) else { return };
+        match (session.state, key) {
+            (OperatorState::Ready, "0") => {
+                let _ = self.set_paused(op, true).await;
+            }
+            (OperatorState::Paused, "0") => {
+                let _ = self.set_paused(op, false).await;
+            }
+            (OperatorState::OnCall, "#") => {
+                if let Some(attempt) = session.attempt {
+                    let _ = self.ari.hangup(&attempt.channel_id(), HangupReason::Normal).await;
+                }
+            }
+            (OperatorState::WrapUp, "#") => self.finish_wrap_up(op).await,
+            (OperatorState::WrapUp, key) => {
+                let result = session
+                    .disposition_keys
+                    .as_ref()
+                    .and_then(|spec| spec.disposition_keys.get(key).copied());
+                let (Some(result), Some(attempt)) = (result, session.attempt) else {
+                    tracing::debug!(operator.id = %op, key, "key means nothing in wrap-up");
+                    return;
+                };
+                let d = Disposition {
+                    result,
+                    notes: None,
+                    callback_at: None,
+                    same_operator: false,
+                    source: "phone",
+                };
+                match store::set_disposition(&self.pool, attempt, &d).await {
+                    Ok(()) => {
+                        tracing::info!(attempt.id = %attempt, result = result.as_str(), "disposition by phone key")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "disposition by phone key failed"),
+                }
+                self.finish_wrap_up(op).await;
+            }
+            _ => tracing::debug!(operator.id = %op, key, "key ignored in this state"),
+        }
+    }
+
+    async fn set_paused(&mut self, op: OperatorId, paused: bool) -> Result<OperatorState, CommandError> {
+        let Some(session) = self.sessions.get_mut(&op) else {
+            return Err(CommandError::Conflict("the operator has no session".into()));
+        };
+        let next = match (session.state, paused) {
+            (OperatorState::Ready | OperatorState::Paused, true) => OperatorState::Paused,
+            (OperatorState::Ready | OperatorState::Paused, false) => OperatorState::Ready,
+            (state, _) => {
+                return Err(CommandError::Conflict(format!(
+                    "the operator is {state}; pause or resume between calls"
+                )))
+            }
+        };
+        session.state = next;
+        session.since = Instant::now();
+        self.operator_state(op, next).await;
+        if next == OperatorState::Ready {
+            self.operator_available(op).await;
+        }
+        Ok(next)
+    }
+
+    async fn start_wrap_up(&mut self, op: OperatorId, spec: &CampaignSpec) {
+        let Some(session) = self.sessions.get_mut(&op) else {
+            return;
+        };
+        session.state = OperatorState::WrapUp;
+        session.since = Instant::now();
+        session.wrap_until = Some(Instant::now() + Duration::from_secs(u64::from(spec.wrap_up_secs)));
+        self.operator_state(op, OperatorState::WrapUp).await;
+    }
+
+    async fn end_wrap_up_for(&mut self, attempt: AttemptId) {
+        let op = self
+            .sessions
+            .values()
+            .find(|s| s.state == OperatorState::WrapUp && s.attempt == Some(attempt))
+            .map(|s| s.operator);
+        if let Some(op) = op {
+            self.finish_wrap_up(op).await;
+        }
+    }
+
+    async fn finish_wrap_up(&mut self, op: OperatorId) {
+        let Some(session) = self.sessions.get_mut(&op) else {
+            return;
+        };
+        if session.state != OperatorState::WrapUp {
+            return;
+        }
+        session.state = OperatorState::Ready;
+        session.since = Instant::now();
+        session.wrap_until = None;
+        self.operator_state(op, OperatorState::Ready).await;
+        self.operator_available(op).await;
+    }
+
+    /// A ready operator first takes an answered customer who is waiting, then wakes the
+    /// scheduler to dial more.
+    async fn operator_available(&mut self, _op: OperatorId) {
+        let mut waiting: Vec<(Instant, String)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.operator.is_none() && !c.abandoning && c.answered.is_some())
+            .map(|(ch, c)| (c.answered.expect("filtered"), ch.clone()))
+            .collect();
+        waiting.sort();
+        for (_, channel) in waiting {
+            if !self.connect(&channel).await {
+                break;
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    async fn operator_state(&self, op: OperatorId, state: OperatorState) {
+        self.write(operators::set_state(&self.pool, op, state, None).await);
+    }
+
+    // ---- timers, recovery, shutdown ------------------------------------------------------
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let to_abandon: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.abandoning && c.operator.is_none() && c.abandon_at.is_some_and(|t| t <= now))
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        for channel in to_abandon {
+            let Some(call) = self.calls.get_mut(&channel) else {
+                continue;
+            };
+            call.abandoning = true;
+            call.hangup_at = Some(now + Duration::from_secs(15));
+            let media = call.claimed.spec.abandon_message.clone();
+            tracing::info!(attempt.id = %call.claimed.attempt, "no operator within the connect limit; abandoning");
+            if let Err(e) = self.ari.play(&channel, &media, None).await {
+                tracing::warn!(error = %e, "abandon message did not play");
+                let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+            }
+        }
+        let overdue: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.hangup_at.is_some_and(|t| t <= now))
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        for channel in overdue {
+            if let Some(call) = self.calls.get_mut(&channel) {
+                call.hangup_at = None;
+            }
+            let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+        }
+        let wrapped: Vec<OperatorId> = self
+            .sessions
+            .values()
+            .filter(|s| s.state == OperatorState::WrapUp && s.wrap_until.is_some_and(|t| t <= now))
+            .map(|s| s.operator)
+            .collect();
+        for op in wrapped {
+            self.finish_wrap_up(op).await;
+        }
+    }
+
+    /// At start-up: sessions and calls a previous run of this instance left in the database
+    /// are gone with that process; settle them so nothing stays stuck or is dialled twice.
+    async fn recover_after_restart(&mut self) -> anyhow::Result<()> {
+        for (op, channel) in operators::reset_sessions(&self.pool, &self.instance).await? {
+            tracing::info!(operator.id = %op, "session from a previous run closed");
+            if let Some(channel) = channel {
+                let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+            }
+        }
+        for (attempt, lead) in store::live_for_instance(&self.pool, &self.instance).await? {
+            let _ = self.ari.hangup(&attempt.channel_id(), HangupReason::Normal).await;
+            let change = Change {
+                reason: Some("obzvon restarted during the call"),
+                ..Default::default()
+            };
+            let mut tx = self.pool.begin().await?;
+            store::transition(
+                &mut tx,
+                attempt,
+                &LIVE,
+                AttemptStatus::Canceled,
+                &Change {
+                    ended_at: Some(Utc::now()),
+                    ..change
+                },
+            )
+            .await?;
+            if let Some(lead) = lead {
+                sqlx::query(
+                    "UPDATE leads SET state = 'pending', updated_at = now() WHERE id = $1 AND state = 'dialing'",
+                )
+                .bind(lead)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            tracing::warn!(attempt.id = %attempt, "attempt from a previous run canceled; its lead is queued again");
+        }
+        Ok(())
+    }
+
+    /// After an ARI reconnect: whatever ended while we were deaf is settled now.
+    async fn reconcile(&mut self) {
+        let channels: Vec<String> = self.calls.keys().cloned().collect();
+        for channel in channels {
+            if let Err(e) = self.ari.get_channel(&channel).await {
+                if e.is_not_found() {
+                    self.on_customer_gone(&channel, 0, "channel vanished during an ARI outage", None, Utc::now())
+                        .await;
+                }
+            }
+        }
+        let sessions: Vec<(OperatorId, String)> = self
+            .sessions
+            .values()
+            .map(|s| (s.operator, s.channel.clone()))
+            .collect();
+        for (op, channel) in sessions {
+            if matches!(self.ari.get_channel(&channel).await, Err(e) if e.is_not_found()) {
+                let event_less_end = self.sessions.remove(&op);
+                self.session_channels.remove(&channel);
+                if let Some(s) = event_less_end {
+                    let _ = self.ari.destroy_bridge(&s.bridge).await;
+                }
+                self.write(operators::set_state(&self.pool, op, OperatorState::Offline, None).await);
+            }
+        }
+        tracing::info!(
+            calls = self.calls.len(),
+            sessions = self.sessions.len(),
+            "reconciled after reconnect"
+        );
+    }
+
+    async fn shutdown(&mut self) {
+        let channels: Vec<String> = self.calls.keys().cloned().collect();
+        for channel in channels {
+            let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+            if let Some(call) = self.calls.get_mut(&channel) {
+                call.canceled = call.operator.is_none();
+            }
+            self.on_customer_gone(&channel, 16, "obzvon shut down", None, Utc::now())
+                .await;
+        }
+        let sessions: Vec<OperatorId> = self.sessions.keys().copied().collect();
+        for op in sessions {
+            if let Some(s) = self.sessions.remove(&op) {
+                let _ = self.ari.hangup(&s.channel, HangupReason::Normal).await;
+                let _ = self.ari.destroy_bridge(&s.bridge).await;
+            }
+            self.write(operators::set_state(&self.pool, op, OperatorState::Offline, None).await);
+        }
+    }
+
+    fn write<T>(&self, result: Result<T, sqlx::Error>) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not record a call state change");
+        }
+    }
+}

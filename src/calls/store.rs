@@ -1,0 +1,373 @@
+//! Attempts in PostgreSQL. Every status change is one transaction that also appends to the
+//! transition log; a change is applied only from the statuses it is legal from, so a duplicate
+//! or late ARI event changes nothing.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{AttemptResult, AttemptStatus};
+use crate::campaigns::CampaignSpec;
+use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+use crate::leads::store::{apply_step, next_step};
+
+/// Fields a transition may set besides the status.
+#[derive(Debug, Default, Clone)]
+pub struct Change<'a> {
+    pub result: Option<AttemptResult>,
+    pub reason: Option<&'a str>,
+    pub hangup: Option<(i32, &'a str, Option<i32>)>,
+    pub operator: Option<OperatorId>,
+    pub bridge_id: Option<&'a str>,
+    pub recording_name: Option<&'a str>,
+    pub dialed_at: Option<DateTime<Utc>>,
+    pub ringing_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub bridged_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Moves an attempt to `to` if it is in one of `from`. Returns false (and changes nothing)
+/// when it is not: the event was a duplicate or came too late.
+pub async fn transition(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: AttemptId,
+    from: &[AttemptStatus],
+    to: AttemptStatus,
+    change: &Change<'_>,
+) -> Result<bool, sqlx::Error> {
+    let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let (cause, cause_txt, sip) = match change.hangup {
+        Some((c, t, s)) => (Some(c), Some(t), s),
+        None => (None, None, None),
+    };
+    let previous: Option<String> = sqlx::query_scalar(
+        "UPDATE attempts a SET status = $3,
+             result = coalesce($4, a.result),
+             hangup_cause = coalesce($5, a.hangup_cause), hangup_cause_txt = coalesce($6, a.hangup_cause_txt),
+             sip_code = coalesce($7, a.sip_code), operator_id = coalesce($8, a.operator_id),
+             bridge_id = coalesce($9, a.bridge_id), recording_name = coalesce($10, a.recording_name),
+             dialed_at = coalesce(a.dialed_at, $11), ringing_at = coalesce(a.ringing_at, $12),
+             answered_at = coalesce(a.answered_at, $13), bridged_at = coalesce(a.bridged_at, $14),
+             ended_at = coalesce(a.ended_at, $15), updated_at = now()
+         FROM (SELECT id, status FROM attempts WHERE id = $1 FOR UPDATE) old
+         WHERE a.id = old.id AND old.status = ANY($2)
+         RETURNING old.status",
+    )
+    .bind(attempt)
+    .bind(&from_names)
+    .bind(to.as_str())
+    .bind(change.result.map(|r| r.as_str()))
+    .bind(cause)
+    .bind(cause_txt)
+    .bind(sip)
+    .bind(change.operator)
+    .bind(change.bridge_id)
+    .bind(change.recording_name)
+    .bind(change.dialed_at)
+    .bind(change.ringing_at)
+    .bind(change.answered_at)
+    .bind(change.bridged_at)
+    .bind(change.ended_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(previous) = previous else {
+        return Ok(false);
+    };
+    log(
+        tx,
+        attempt,
+        Some(&previous),
+        to,
+        change.result,
+        change.reason,
+        change.detail.clone(),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn log(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: AttemptId,
+    from: Option<&str>,
+    to: AttemptStatus,
+    result: Option<AttemptResult>,
+    reason: Option<&str>,
+    detail: Option<serde_json::Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO attempt_transitions (attempt_id, from_status, to_status, result, reason, detail)
+         VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'::jsonb))",
+    )
+    .bind(attempt)
+    .bind(from)
+    .bind(to.as_str())
+    .bind(result.map(|r| r.as_str()))
+    .bind(reason)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One transition in its own transaction.
+pub async fn transition_now(
+    pool: &PgPool,
+    attempt: AttemptId,
+    from: &[AttemptStatus],
+    to: AttemptStatus,
+    change: &Change<'_>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let moved = transition(&mut tx, attempt, from, to, change).await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Ends an attempt and moves its lead on (retry, exhausted, done...) in one transaction.
+pub async fn finish(
+    pool: &PgPool,
+    attempt: AttemptId,
+    lead: Option<(LeadId, u32)>,
+    spec: Option<&CampaignSpec>,
+    status: AttemptStatus,
+    change: &Change<'_>,
+) -> Result<bool, sqlx::Error> {
+    let live = [AttemptStatus::Init, AttemptStatus::Ringing, AttemptStatus::InProgress];
+    let mut tx = pool.begin().await?;
+    let ended = Change {
+        ended_at: Some(change.ended_at.unwrap_or_else(Utc::now)),
+        ..change.clone()
+    };
+    if !transition(&mut tx, attempt, &live, status, &ended).await? {
+        return Ok(false);
+    }
+    if let (Some((lead, attempts_made)), Some(spec)) = (lead, spec) {
+        match (status, change.result) {
+            // Canceled by us: the lead goes back to the queue unless it was removed.
+            (AttemptStatus::Canceled, _) => {
+                sqlx::query(
+                    "UPDATE leads SET state = 'pending', attempts_count = greatest(attempts_count - 1, 0),
+                         updated_at = now() WHERE id = $1 AND state = 'dialing'",
+                )
+                .bind(lead)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (_, Some(result)) => {
+                let step = next_step(
+                    result,
+                    attempts_made,
+                    spec.max_attempts,
+                    &spec.retry_delays_secs,
+                    None,
+                    Utc::now(),
+                );
+                apply_step(&mut tx, lead, result, step, None).await?;
+            }
+            (_, None) => {}
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A disposition from the operator (phone key or REST): sets the attempt's result and moves
+/// the lead accordingly. Allowed while the call is up and after it ended.
+pub struct Disposition {
+    pub result: AttemptResult,
+    pub notes: Option<String>,
+    pub callback_at: Option<DateTime<Utc>>,
+    pub same_operator: bool,
+    pub source: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispositionError {
+    #[error("attempt not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition) -> Result<(), DispositionError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT a.status, a.lead_id, a.operator_id, a.answered_at, l.attempts_count, c.settings
+         FROM attempts a LEFT JOIN leads l ON l.id = a.lead_id LEFT JOIN campaigns c ON c.id = a.campaign_id
+         WHERE a.id = $1 FOR UPDATE OF a",
+    )
+    .bind(attempt)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(DispositionError::NotFound)?;
+    let status: String = row.try_get("status")?;
+    let status = AttemptStatus::parse(&status).expect("constraint keeps statuses known");
+    let answered: Option<DateTime<Utc>> = row.try_get("answered_at")?;
+    if answered.is_none() || matches!(status, AttemptStatus::Canceled) {
+        return Err(DispositionError::Conflict(
+            "only answered calls take a disposition; this attempt never reached the customer".into(),
+        ));
+    }
+    sqlx::query(
+        "UPDATE attempts SET result = $2, disposition_notes = coalesce($3, disposition_notes),
+             callback_at = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(attempt)
+    .bind(d.result.as_str())
+    .bind(&d.notes)
+    .bind(d.callback_at)
+    .execute(&mut *tx)
+    .await?;
+    log(
+        &mut tx,
+        attempt,
+        Some(status.as_str()),
+        status,
+        Some(d.result),
+        Some("disposition"),
+        Some(serde_json::json!({ "source": d.source, "callback_at": d.callback_at })),
+    )
+    .await?;
+    let lead: Option<LeadId> = row.try_get("lead_id")?;
+    let settings: Option<serde_json::Value> = row.try_get("settings")?;
+    if let (Some(lead), Some(settings)) = (lead, settings) {
+        let spec: CampaignSpec = serde_json::from_value(settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let attempts: i32 = row.try_get::<Option<i32>, _>("attempts_count")?.unwrap_or(1);
+        let operator: Option<OperatorId> = row.try_get("operator_id")?;
+        let step = next_step(
+            d.result,
+            attempts.max(0) as u32,
+            spec.max_attempts,
+            &spec.retry_delays_secs,
+            d.callback_at,
+            Utc::now(),
+        );
+        let callback_operator = if d.same_operator { operator } else { None };
+        apply_step(&mut tx, lead, d.result, step, callback_operator).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub id: AttemptId,
+    pub lead_id: Option<LeadId>,
+    pub campaign_id: Option<CampaignId>,
+    pub operator_id: Option<OperatorId>,
+    pub phone: String,
+    pub kind: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub hangup_cause: Option<i32>,
+    pub hangup_cause_txt: Option<String>,
+    pub sip_code: Option<i32>,
+    pub recording_name: Option<String>,
+    pub disposition_notes: Option<String>,
+    pub callback_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub dialed_at: Option<DateTime<Utc>>,
+    pub ringing_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub bridged_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TransitionView>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TransitionView {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub result: Option<String>,
+    pub reason: Option<String>,
+    pub detail: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+const VIEW_COLUMNS: &str = "id, lead_id, campaign_id, operator_id, phone_e164, kind, status, result, hangup_cause,
+    hangup_cause_txt, sip_code, recording_name, disposition_notes, callback_at, created_at, dialed_at, ringing_at,
+    answered_at, bridged_at, ended_at";
+
+fn view(row: &sqlx::postgres::PgRow) -> Result<AttemptView, sqlx::Error> {
+    Ok(AttemptView {
+        id: row.try_get("id")?,
+        lead_id: row.try_get("lead_id")?,
+        campaign_id: row.try_get("campaign_id")?,
+        operator_id: row.try_get("operator_id")?,
+        phone: row.try_get("phone_e164")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        result: row.try_get("result")?,
+        hangup_cause: row.try_get("hangup_cause")?,
+        hangup_cause_txt: row.try_get("hangup_cause_txt")?,
+        sip_code: row.try_get("sip_code")?,
+        recording_name: row.try_get("recording_name")?,
+        disposition_notes: row.try_get("disposition_notes")?,
+        callback_at: row.try_get("callback_at")?,
+        created_at: row.try_get("created_at")?,
+        dialed_at: row.try_get("dialed_at")?,
+        ringing_at: row.try_get("ringing_at")?,
+        answered_at: row.try_get("answered_at")?,
+        bridged_at: row.try_get("bridged_at")?,
+        ended_at: row.try_get("ended_at")?,
+        timeline: None,
+    })
+}
+
+pub async fn get(pool: &PgPool, id: AttemptId) -> Result<Option<AttemptView>, sqlx::Error> {
+    let Some(row) = sqlx::query(&format!("SELECT {VIEW_COLUMNS} FROM attempts WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut attempt = view(&row)?;
+    attempt.timeline = Some(
+        sqlx::query_as(
+            "SELECT from_status, to_status, result, reason, detail, at FROM attempt_transitions
+             WHERE attempt_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?,
+    );
+    Ok(Some(attempt))
+}
+
+pub async fn list(
+    pool: &PgPool,
+    campaign: Option<CampaignId>,
+    lead: Option<LeadId>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {VIEW_COLUMNS} FROM attempts WHERE ($1::uuid IS NULL OR campaign_id = $1)
+           AND ($2::uuid IS NULL OR lead_id = $2)
+         ORDER BY created_at, id LIMIT $3 OFFSET $4"
+    ))
+    .bind(campaign)
+    .bind(lead)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(view).collect()
+}
+
+/// Live attempts this instance owned before it restarted.
+pub async fn live_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<(AttemptId, Option<LeadId>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, lead_id FROM attempts WHERE instance = $1 AND status IN ('init', 'ringing', 'in-progress')",
+    )
+    .bind(instance)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,456 @@
+//! Campaigns end to end through the real test bed: obzvon serve, Asterisk 22, SIPp operator
+//! phones logging in with *55, the SIPp trunk playing customers, PostgreSQL. The tests share
+//! the Stasis application "obzvon" that the login dialplan names, so they run one at a time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use common::*;
+use obzvon::dialer::window;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn campaign_body(name: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "name": name,
+        "trunk": "PJSIP/{number}@trunk",
+        "caller_id": "74950000000",
+        "timezone": "UTC",
+        "dial_timeout_secs": 5,
+        "max_attempts": 2,
+        "retry_delays_secs": {"busy": 2, "no-answer": 2, "congestion": 2, "abandoned": 2},
+        "wrap_up_secs": 3,
+        "calls_per_second": 20,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+async fn lead_counts(server: &Server, campaign: &str) -> HashMap<String, i64> {
+    let c = server.get(&format!("/campaigns/{campaign}")).await;
+    serde_json::from_value(c["leads"].clone()).unwrap()
+}
+
+/// Waits until no lead of the campaign is pending or dialling and nothing is live.
+async fn wait_settled(server: &Server, campaign: &str, limit: Duration, keep_scheduled: i64) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let counts = lead_counts(server, campaign).await;
+        let busy = counts.get("pending").copied().unwrap_or(0)
+            + counts.get("dialing").copied().unwrap_or(0)
+            + counts.get("scheduled").copied().unwrap_or(0)
+            - keep_scheduled;
+        let live: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status IN ('init','ringing','in-progress')")
+                .fetch_one(&server.pool)
+                .await
+                .unwrap();
+        if busy == 0 && live == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign not settled within {limit:?}: {counts:?}, live {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct AttemptRow {
+    phone: String,
+    status: String,
+    result: Option<String>,
+    operator: Option<uuid::Uuid>,
+    created: DateTime<Utc>,
+    answered: Option<DateTime<Utc>>,
+    bridged: Option<DateTime<Utc>>,
+    ended: Option<DateTime<Utc>>,
+}
+
+async fn attempts_by_phone(server: &Server) -> HashMap<String, Vec<AttemptRow>> {
+    let rows = sqlx::query(
+        "SELECT phone_e164, status, result, operator_id, created_at, answered_at, bridged_at, ended_at
+         FROM attempts ORDER BY created_at",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .unwrap();
+    let mut map: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+    for r in rows {
+        let a = AttemptRow {
+            phone: r.get("phone_e164"),
+            status: r.get("status"),
+            result: r.get("result"),
+            operator: r.get("operator_id"),
+            created: r.get("created_at"),
+            answered: r.get("answered_at"),
+            bridged: r.get("bridged_at"),
+            ended: r.get("ended_at"),
+        };
+        map.entry(a.phone.clone()).or_default().push(a);
+    }
+    map
+}
+
+async fn lead_states(server: &Server) -> HashMap<String, (String, i32, Option<DateTime<Utc>>)> {
+    sqlx::query("SELECT phone_e164, state, attempts_count, next_attempt_at FROM leads")
+        .fetch_all(&server.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.get("phone_e164"),
+                (r.get("state"), r.get("attempts_count"), r.get("next_attempt_at")),
+            )
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test]
+async fn a_mixed_campaign_runs_to_completion_with_the_right_outcomes() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let olga = server.operator("Olga", "PJSIP/op1").await;
+    let petr = server.operator("Petr", "PJSIP/op2").await;
+    // In wrap-up Olga presses 2 (not interested), Petr presses 1 (success).
+    let _phone1 = login_phone(1, "2", 600);
+    let _phone2 = login_phone(2, "1", 600);
+    server
+        .wait_operators("both operators ready by feature code", Duration::from_secs(10), |ops| {
+            ops.iter().filter(|o| o["state"] == "ready").count() == 2
+        })
+        .await;
+
+    // A calling window around now (UTC), and one lead in Tokyo, where it is closed.
+    let now = Utc::now();
+    let weekday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][now.weekday_index()];
+    let from = format!("{:02}:00", now.hour().saturating_sub(1));
+    let to = if now.hour() >= 22 {
+        "24:00".to_owned()
+    } else {
+        format!("{:02}:00", now.hour() + 2)
+    };
+    let windows = json!({ weekday: [{"from": from, "to": to}] });
+    let campaign = server
+        .post(
+            "/campaigns",
+            campaign_body("mixed", json!({ "calling_windows": windows })),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+
+    let mut csv = String::from("phone,name,timezone,external_id\n");
+    let mut expect: Vec<(String, &str)> = Vec::new();
+    let mut add = |behaviour: u8, ring: u8, talk: u8, kind: &'static str, tz: &str| {
+        let n = number(behaviour, ring, talk);
+        csv.push_str(&format!("{n},Lead {},{tz},crm-{}\n", expect.len(), expect.len()));
+        expect.push((n, kind));
+    };
+    for _ in 0..6 {
+        add(1, 1, 2, "answer", "");
+    }
+    for _ in 0..3 {
+        add(2, 0, 0, "busy", "");
+    }
+    for _ in 0..3 {
+        add(3, 0, 0, "no-answer", "");
+    }
+    for _ in 0..3 {
+        add(4, 0, 0, "congestion", "");
+    }
+    for _ in 0..2 {
+        add(5, 1, 0, "quick", "");
+    }
+    for _ in 0..2 {
+        add(6, 0, 0, "invalid", "");
+    }
+    add(1, 0, 1, "dnc", "");
+    add(1, 0, 1, "window", "Asia/Tokyo");
+    let (status, report) = server.post_csv(&format!("/campaigns/{id}/leads"), csv.clone()).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["imported"], 21, "{report}");
+    // The same file again adds nothing.
+    let (_, again) = server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    assert_eq!(
+        (again["imported"].as_i64(), again["duplicates"].as_i64()),
+        (Some(0), Some(21)),
+        "{again}"
+    );
+
+    let dnc_number = expect.iter().find(|(_, k)| *k == "dnc").unwrap().0.clone();
+    server
+        .post("/dnc", json!({ "phone": dnc_number, "reason": "asked" }))
+        .await;
+
+    let started = server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    assert_eq!(started["state"], "running");
+    wait_settled(&server, &id, Duration::from_secs(150), 1).await;
+
+    let attempts = attempts_by_phone(&server).await;
+    let leads = lead_states(&server).await;
+    let none = Vec::new();
+    for (phone, kind) in &expect {
+        let tries = attempts.get(phone).unwrap_or(&none);
+        let (state, count, next_at) = &leads[phone];
+        let results: Vec<_> = tries.iter().map(|a| a.result.clone().unwrap_or_default()).collect();
+        let ctx = format!("{kind} {phone}: lead {state}/{count}, results {results:?}");
+        match *kind {
+            "answer" => {
+                assert_eq!((state.as_str(), tries.len()), ("done", 1), "{ctx}");
+                let a = &tries[0];
+                assert_eq!(a.status, "completed", "{ctx}");
+                assert!(a.answered.is_some() && a.bridged.is_some(), "{ctx}");
+                // The disposition came from the phone of the operator who took the call.
+                let expected = if a.operator.map(|o| o.to_string()) == Some(olga.clone()) {
+                    "not-interested"
+                } else {
+                    "success"
+                };
+                assert_eq!(a.result.as_deref(), Some(expected), "{ctx}");
+                assert!([&olga, &petr].contains(&&a.operator.unwrap().to_string()));
+            }
+            "busy" | "no-answer" | "congestion" => {
+                assert_eq!((state.as_str(), tries.len(), *count), ("exhausted", 2, 2), "{ctx}");
+                assert!(
+                    tries
+                        .iter()
+                        .all(|a| a.status == "failed" && a.result.as_deref() == Some(*kind)),
+                    "{ctx}"
+                );
+                // The retry waited its delay (2 s) after the first attempt ended.
+                let gap = tries[1].created - tries[0].ended.unwrap();
+                assert!(
+                    gap >= chrono::Duration::milliseconds(1900),
+                    "{ctx}: retried after {gap}"
+                );
+            }
+            "invalid" => {
+                assert_eq!((state.as_str(), tries.len()), ("done", 1), "{ctx}");
+                assert_eq!(tries[0].result.as_deref(), Some("invalid-number"), "{ctx}");
+            }
+            "quick" => {
+                assert!(
+                    ["done", "exhausted"].contains(&state.as_str()) && tries.len() <= 2,
+                    "{ctx}"
+                );
+                assert!(
+                    tries.iter().all(|a| a.status == "completed" && a.answered.is_some()),
+                    "{ctx}"
+                );
+            }
+            "dnc" => assert_eq!((state.as_str(), tries.len()), ("dnc", 0), "{ctx}"),
+            "window" => {
+                assert_eq!((state.as_str(), tries.len()), ("scheduled", 0), "{ctx}");
+                let tz: chrono_tz::Tz = "Asia/Tokyo".parse().unwrap();
+                let windows: window::Windows = serde_json::from_value(windows.clone()).unwrap();
+                let opens = window::next_open(Utc::now(), tz, &windows).unwrap();
+                assert!(opens > Utc::now(), "the window is closed in Tokyo");
+                assert_eq!(next_at.unwrap(), opens, "{ctx}: waits for the window to open");
+            }
+            other => unreachable!("{other}"),
+        }
+    }
+
+    // Phone-key dispositions are in the timeline.
+    let by_key: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempt_transitions WHERE reason = 'disposition' AND detail->>'source' = 'phone'",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .unwrap();
+    assert!(by_key >= 6, "dispositions by phone key: {by_key}");
+
+    // No number was ever in two live calls.
+    for (phone, tries) in &attempts {
+        for pair in tries.windows(2) {
+            assert!(
+                pair[1].created >= pair[0].ended.unwrap(),
+                "{phone} dialled while a call was live"
+            );
+        }
+    }
+
+    // An attempt over REST, with its timeline.
+    let answered = attempts.values().flatten().find(|a| a.bridged.is_some()).unwrap();
+    let some_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM attempts WHERE phone_e164 = $1")
+        .bind(&answered.phone)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    let view = server.get(&format!("/attempts/{some_id}")).await;
+    let steps: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to_status"].as_str().unwrap())
+        .collect();
+    assert_eq!(&steps[..4], ["init", "init", "ringing", "ringing"], "{view}");
+    assert!(steps.contains(&"in-progress") && steps.contains(&"completed"), "{view}");
+
+    // Connect latency: customer answer → in the operator's bridge.
+    let mut latencies: Vec<f64> = attempts
+        .values()
+        .flatten()
+        .filter_map(|a| Some((a.bridged? - a.answered?).num_microseconds()? as f64 / 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    eprintln!(
+        "connect latency over {} calls: p50 {p50:.1} ms, p99 {p99:.1} ms",
+        latencies.len()
+    );
+    assert!(p99 < 1000.0, "connect latency p99 {p99} ms");
+
+    // Ending the sessions over REST takes the operators offline.
+    for op in [&olga, &petr] {
+        let (status, _) = server
+            .call(reqwest::Method::DELETE, &format!("/operators/{op}/session"), None)
+            .await;
+        assert_eq!(status, 202);
+    }
+    server
+        .wait_operators("operators offline", Duration::from_secs(10), |ops| {
+            ops.iter().all(|o| o["state"] == "offline")
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    server.operator("Solo", "PJSIP/op3").await;
+    let _phone = login_phone(3, "1", 500);
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let campaign = server
+        .post(
+            "/campaigns",
+            campaign_body(
+                "abandon",
+                json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000, "retry_delays_secs": {}}),
+            ),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let csv = format!("phone\n{}\n{}\n{}\n", number(1, 1, 4), number(1, 1, 4), number(1, 1, 4));
+    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    wait_settled(&server, &id, Duration::from_secs(40), 0).await;
+
+    let attempts: Vec<AttemptRow> = attempts_by_phone(&server).await.into_values().flatten().collect();
+    assert_eq!(attempts.len(), 3, "three calls at once for ratio 3");
+    let abandoned: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.result.as_deref() == Some("abandoned"))
+        .collect();
+    let connected: Vec<_> = attempts.iter().filter(|a| a.bridged.is_some()).collect();
+    assert_eq!(connected.len(), 1, "one operator takes one call");
+    assert_eq!(abandoned.len(), 2, "the other answers are abandoned");
+    for a in abandoned {
+        assert_eq!(a.status, "completed");
+        let waited = a.ended.unwrap() - a.answered.unwrap();
+        assert!(
+            waited >= chrono::Duration::milliseconds(1000),
+            "abandoned after {waited}, limit 1 s"
+        );
+    }
+    let c = server.get(&format!("/campaigns/{id}")).await;
+    assert_eq!(c["state"], "finished", "{c}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pause_stops_new_dials_while_live_calls_finish_and_stop_cancels_pending_leads() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    server.operator("Pat", "PJSIP/op4").await;
+    let _phone = login_phone(4, "1", 500);
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let campaign = server
+        .post("/campaigns", campaign_body("pause", json!({"wrap_up_secs": 1})))
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let csv: String = std::iter::once("phone".to_owned())
+        .chain((0..8).map(|_| number(1, 0, 3)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+
+    // Pause while the first call is up.
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM attempts")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no call started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused = server.post(&format!("/campaigns/{id}/pause"), json!({})).await;
+    assert_eq!(paused["state"], "paused");
+    let at_pause = count().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(count().await, at_pause, "no new dials while paused");
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status IN ('init','ringing','in-progress')")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(live, 0, "the live call finished normally");
+    let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status = 'completed'")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(completed, at_pause);
+
+    let stopped = server.post(&format!("/campaigns/{id}/stop"), json!({})).await;
+    assert_eq!(stopped["state"], "stopped");
+    let counts = lead_counts(&server, &id).await;
+    assert_eq!(counts.get("canceled").copied(), Some(8 - at_pause), "{counts:?}");
+    assert_eq!(counts.get("pending"), None, "{counts:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count().await, at_pause, "nothing dialled after stop");
+    let (status, body) = server
+        .call(reqwest::Method::POST, &format!("/campaigns/{id}/resume"), None)
+        .await;
+    assert_eq!(status, 409, "a stopped campaign does not resume: {body}");
+    server.stop().await;
+}
+
+trait WeekdayIndex {
+    fn weekday_index(&self) -> usize;
+}
+
+impl WeekdayIndex for DateTime<Utc> {
+    fn weekday_index(&self) -> usize {
+        use chrono::Datelike;
+        self.weekday().num_days_from_monday() as usize
+    }
+}
