@@ -454,3 +454,68 @@ impl WeekdayIndex for DateTime<Utc> {
         self.weekday().num_days_from_monday() as usize
     }
 }
+
+#[tokio::test]
+async fn a_session_started_over_rest_rings_the_phone_takes_calls_and_pauses() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let rita = server.operator("Rita", "PJSIP/op1").await;
+    let _phone = operator_phone(1, &["-;0;-;0;0"]);
+    let (status, body) = server
+        .call(reqwest::Method::POST, &format!("/operators/{rita}/session"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    server
+        .wait_operators("ready after answering our call", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let (status, _) = server
+        .call(reqwest::Method::POST, &format!("/operators/{rita}/session"), None)
+        .await;
+    assert_eq!(status, 409, "one session per operator");
+
+    let paused = server.post(&format!("/operators/{rita}/pause"), json!({})).await;
+    assert_eq!(paused["state"], "paused");
+    let campaign = server
+        .post("/campaigns", campaign_body("rest-session", json!({"wrap_up_secs": 1})))
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    server
+        .post_csv(
+            &format!("/campaigns/{id}/leads"),
+            format!("phone\n{}\n", number(1, 0, 1)),
+        )
+        .await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dialled: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(dialled, 0, "nobody is dialled for a paused operator");
+
+    let ready = server.post(&format!("/operators/{rita}/ready"), json!({})).await;
+    assert_eq!(ready["state"], "ready");
+    wait_settled(&server, &id, Duration::from_secs(20), 0).await;
+    let (op, result): (Option<uuid::Uuid>, Option<String>) = sqlx::query_as("SELECT operator_id, result FROM attempts")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(op.map(|o| o.to_string()), Some(rita.clone()));
+    assert_eq!(
+        result.as_deref(),
+        Some("success"),
+        "no disposition: the connected call counts as success"
+    );
+
+    let (status, _) = server
+        .call(reqwest::Method::DELETE, &format!("/operators/{rita}/session"), None)
+        .await;
+    assert_eq!(status, 202);
+    server
+        .wait_operators("offline", Duration::from_secs(10), |ops| ops[0]["state"] == "offline")
+        .await;
+    server.stop().await;
+}
