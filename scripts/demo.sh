@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
-# README command 1: set up the test bed and run the demo through real Asterisk. SIPp plays the
-# operator's phone (op1) and the customers behind the trunk; progress is printed as it happens
-# and a per-result report ends it. Run as root on a fresh Debian machine; idempotent.
+# README command 1: set up the test bed and run a real demo campaign through Asterisk 22.
+# obzvon serve runs in the background; two SIPp operator phones log in with *55 and press
+# disposition keys in wrap-up; the SIPp trunk plays 30 customers with mixed behaviours. Live
+# progress, then a report per result. Run as root on a fresh Debian machine; idempotent.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 scripts/testbed.sh up
 eval "$(scripts/testbed.sh env)"
+LOG_DIR=${OBZVON_TESTBED_DIR:-/var/lib/obzvon-testbed}/log
+mkdir -p "$LOG_DIR"
 
 echo "== building obzvon"
 cargo build --quiet --bin obzvon
-BIN=target/debug/obzvon
+BIN=$REPO/target/debug/obzvon
 $BIN migrate
 
-LOG_DIR=${OBZVON_TESTBED_DIR:-/var/lib/obzvon-testbed}/log
-mkdir -p "$LOG_DIR"
-keys=$(mktemp)
-printf 'SEQUENTIAL\n-;0;-;0;0\n' >"$keys"
-pkill -f 'sipp .*-p 5071 ' 2>/dev/null || true
-(cd "$LOG_DIR" && exec sipp -sf "$REPO/scripts/sipp/operator-phone.xml" -inf "$keys" -i 127.0.0.1 -p 5071 \
-	-mi 127.0.0.1 -mp 16110 -nostdin -trace_err >"$LOG_DIR/demo-operator.out" 2>&1) &
-phone=$!
-trap 'kill $phone 2>/dev/null || true; rm -f "$keys"' EXIT
-sleep 0.3
+export OBZVON_HTTP__LISTEN=${OBZVON_HTTP__LISTEN:-127.0.0.1:8080}
+export OBZVON_INSTANCE__ID=demo
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+# Nothing else may hold the Stasis app "obzvon" or the phones' ports.
+pkill -f 'obzvon serve' 2>/dev/null || true
+pkill -f 'sipp .*operator-login.xml' 2>/dev/null || true
 
-echo "== demo calls"
-$BIN demo --operator PJSIP/op1
+$BIN serve >"$LOG_DIR/demo-serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+	curl -fsS "http://$OBZVON_HTTP__LISTEN/readyz" >/dev/null 2>&1 && break
+	sleep 0.2
+done
+curl -fsS "http://$OBZVON_HTTP__LISTEN/readyz" >/dev/null || { tail -20 "$LOG_DIR/demo-serve.log"; exit 1; }
+
+# Operator phones: op1 presses 1 (success) in wrap-up, op2 presses 2 (not interested).
+for n in 1 2; do
+	(cd "$LOG_DIR" && exec sipp -sf "$REPO/scripts/sipp/operator-login.xml" -s '*55' -key op "op$n" -key key "$n" \
+		-d 800 127.0.0.1:5060 -i 127.0.0.1 -p "507$n" -mi 127.0.0.1 -mp "163${n}0" -m 1 -nostdin -trace_err \
+		>"$LOG_DIR/demo-op$n.out" 2>&1) &
+	pids+=($!)
+done
+
+$BIN demo --api "http://$OBZVON_HTTP__LISTEN" --operators PJSIP/op1,PJSIP/op2 --leads "${DEMO_LEADS:-30}"
+echo "obzvon's log: $LOG_DIR/demo-serve.log"

@@ -16,9 +16,9 @@ pub enum Command {
     },
     AriEvents,
     Demo {
-        operator: String,
-        trunk: String,
-        dial_timeout_secs: u32,
+        api: Option<String>,
+        operators: Vec<String>,
+        leads: usize,
     },
 }
 
@@ -50,11 +50,10 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("configuration OK");
             Ok(())
         }
-        Command::Demo {
-            operator,
-            trunk,
-            dial_timeout_secs,
-        } => crate::demo::run(&settings, &operator, &trunk, dial_timeout_secs).await,
+        Command::Demo { api, operators, leads } => {
+            let api = api.unwrap_or_else(|| format!("http://{}", settings.http.listen));
+            crate::demo::run(crate::demo::DemoOptions { api, operators, leads }).await
+        }
         Command::AriEvents => {
             let client = ari_client(&settings)?;
             let cancel = CancellationToken::new();

@@ -120,7 +120,7 @@ fn defaults() -> serde_json::Value {
             "events_exchange": "outbound.call.events",
             "request_queue": "outbound.call.request",
         },
-        "log": { "format": "text", "filter": "info" },
+        "log": { "format": "text", "filter": "info,sqlx=warn" },
         "instance": { "id": "" },
     })
 }

@@ -1,339 +1,245 @@
-//! `obzvon demo`: a few real calls through the test bed, each customer bridged to an operator
-//! phone, reported live and recorded as attempts (with their transition log) in PostgreSQL.
-//! It is the README's first command until campaigns run end to end; it uses the same ARI
-//! client, event stream, outcome mapping and schema as the dialer.
+//! `obzvon demo`: a real campaign through the test bed, driven over obzvon's own REST API.
+//! It registers two operators, waits for their phones to log in (scripts/demo.sh starts SIPp
+//! phones that dial *55), imports leads with mixed behaviours, starts the campaign, shows live
+//! progress, and ends with a report per result and the connect latency.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chrono::Utc;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use serde_json::{json, Value};
 
-use crate::ari::models::ChannelState;
-use crate::ari::{self, AriClient, BridgeType, Event, EventKind, EventStream, HangupReason, Originate};
-use crate::calls::{classify_unanswered, AttemptResult, AttemptStatus};
-use crate::config::Settings;
-use crate::ids::AttemptId;
-
-pub struct DemoCall {
-    pub label: &'static str,
-    pub number: String,
+pub struct DemoOptions {
+    pub api: String,
+    pub operators: Vec<String>,
+    pub leads: usize,
 }
 
-/// The default call list: one of each behaviour the test-bed trunk plays.
-pub fn default_calls() -> Vec<DemoCall> {
-    vec![
-        DemoCall {
-            label: "answers, talks 3 s",
-            number: "+79160010103".into(),
-        },
-        DemoCall {
-            label: "busy",
-            number: "+79160020100".into(),
-        },
-        DemoCall {
-            label: "never answers",
-            number: "+79160030000".into(),
-        },
-        DemoCall {
-            label: "trunk congested (503)",
-            number: "+79160040000".into(),
-        },
-        DemoCall {
-            label: "answers, hangs up at once",
-            number: "+79160050100".into(),
-        },
-    ]
+struct Api {
+    http: reqwest::Client,
+    base: String,
 }
 
-struct Outcome {
-    status: AttemptStatus,
-    result: AttemptResult,
-    cause: i32,
-    sip: Option<i32>,
-    talk: Option<Duration>,
-    connect: Option<Duration>,
-}
-
-pub async fn run(
-    settings: &Settings,
-    operator_endpoint: &str,
-    trunk: &str,
-    dial_timeout_secs: u32,
-) -> anyhow::Result<()> {
-    let pool = crate::db::connect(&settings.database)
-        .await
-        .context("cannot reach PostgreSQL")?;
-    let pending = crate::db::pending_migrations(&pool).await?;
-    if !pending.is_empty() {
-        bail!("run `obzvon migrate` first ({} pending migrations)", pending.len());
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("obzvon does not answer at {}; is `obzvon serve` running?", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{method} {path}: {status} {text}");
+        }
+        Ok(value)
     }
-    let app = format!("{}-demo", settings.ari.app);
-    let ari = AriClient::new(
-        &settings.ari.url,
-        &settings.ari.username,
-        settings.ari.password.clone(),
-        &app,
-    )?;
-    let info = ari
-        .asterisk_info()
-        .await
-        .context("Asterisk does not answer on ARI; start the test bed")?;
-    let version = info.system.map(|s| s.version).unwrap_or_default();
-    let cancel = CancellationToken::new();
-    let (mut stream, _task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.clone());
-    tokio::time::timeout(Duration::from_secs(10), stream.state.wait_for(|s| s.is_connected()))
-        .await
-        .context("ARI websocket did not connect")??;
 
-    let calls = default_calls();
-    println!(
-        "obzvon demo: Asterisk {version}, {} calls, operator {operator_endpoint}, trunk {trunk}\n",
-        calls.len()
-    );
-    let mut outcomes = Vec::new();
-    for (i, call) in calls.iter().enumerate() {
-        println!("[{}/{}] {} ({})", i + 1, calls.len(), mask(&call.number), call.label);
-        let outcome = one_call(
-            &pool,
-            &ari,
-            &mut stream,
-            call,
-            operator_endpoint,
-            trunk,
-            dial_timeout_secs,
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// Behaviour mix of the demo leads: (trunk behaviour digit, ring s, talk s, label, weight).
+const MIX: [(u8, u8, u8, &str, usize); 6] = [
+    (1, 1, 3, "answers and talks", 14),
+    (2, 1, 0, "busy", 5),
+    (3, 0, 0, "never answers", 4),
+    (4, 0, 0, "trunk congested", 3),
+    (5, 1, 0, "hangs up at once", 2),
+    (6, 0, 0, "number does not exist", 2),
+];
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let api = Api {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        base: format!("{}/api/v1", opts.api.trim_end_matches('/')),
+    };
+    // Operators: create the missing ones, then wait for their phones to log in.
+    let existing = api.get("/operators").await?;
+    let mut ids = Vec::new();
+    for (i, endpoint) in opts.operators.iter().enumerate() {
+        let found = existing
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["endpoint"] == endpoint.as_str());
+        let op = match found {
+            Some(op) => op.clone(),
+            None => {
+                api.post(
+                    "/operators",
+                    json!({"name": format!("Operator {}", i + 1), "endpoint": endpoint}),
+                )
+                .await?
+            }
+        };
+        ids.push(op["id"].as_str().context("operator id")?.to_owned());
+    }
+    println!("waiting for {} operator phones to log in with *55 ...", ids.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ops = api.get("/operators").await?;
+        let ready = ops
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| ids.iter().any(|id| o["id"] == id.as_str()) && o["state"] == "ready")
+            .count();
+        if ready == ids.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {} operators logged in within 30 s", ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let name = format!("demo {}", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
+    let campaign = api
+        .post(
+            "/campaigns",
+            json!({
+                "name": name,
+                "trunk": "PJSIP/{number}@trunk",
+                "caller_id": "74950000000",
+                "dial_timeout_secs": 6,
+                "max_attempts": 2,
+                "retry_delays_secs": {"busy": 3, "no-answer": 3, "congestion": 3, "abandoned": 3},
+                "wrap_up_secs": 2,
+                "operators": ids,
+            }),
         )
         .await?;
-        outcomes.push((call, outcome));
-        println!();
-    }
-    cancel.cancel();
+    let id = campaign["id"].as_str().context("campaign id")?.to_owned();
 
-    println!(
-        "{:<28} {:<12} {:<15} {:>6} {:>5} {:>11} {:>7}",
-        "call", "status", "result", "cause", "sip", "connect ms", "talk s"
-    );
-    for (call, o) in &outcomes {
-        println!(
-            "{:<28} {:<12} {:<15} {:>6} {:>5} {:>11} {:>7}",
-            call.label,
-            o.status.as_str(),
-            o.result.as_str(),
-            o.cause,
-            o.sip.map_or("-".to_owned(), |s| s.to_string()),
-            o.connect.map_or("-".to_owned(), |d| d.as_millis().to_string()),
-            o.talk.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64())),
-        );
+    let mut csv = String::from("phone,name,external_id,behaviour\n");
+    let mut rng = rand::rng();
+    for i in 0..opts.leads {
+        let (b, ring, talk, label, _) = mix_for(i, opts.leads);
+        let free: u32 = rng.random_range(0..10_000);
+        csv.push_str(&format!("+79{free:04}{b}{ring:02}{talk:02},Lead {i},crm-{i},{label}\n"));
     }
-    let mut by_result: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, o) in &outcomes {
-        *by_result.entry(o.result.as_str()).or_default() += 1;
-    }
-    let summary: Vec<String> = by_result.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-    println!("\nby result: {}", summary.join(", "));
-    println!("attempts and their timelines are in PostgreSQL (tables attempts, attempt_transitions)");
-    Ok(())
-}
-
-async fn one_call(
-    pool: &PgPool,
-    ari: &AriClient,
-    stream: &mut EventStream,
-    call: &DemoCall,
-    operator_endpoint: &str,
-    trunk: &str,
-    dial_timeout_secs: u32,
-) -> anyhow::Result<Outcome> {
-    let attempt = AttemptId::new();
-    let channel = attempt.channel_id();
-    let started = Instant::now();
-    record(pool, attempt, None, AttemptStatus::Init, None, &call.number).await?;
-    let mut variables = BTreeMap::new();
-    variables.insert("CDR(userfield)".to_owned(), attempt.to_string());
-    ari.originate(&Originate {
-        endpoint: trunk.replace("{number}", &call.number),
-        channel_id: Some(channel.clone()),
-        app_args: vec!["demo".to_owned(), attempt.to_string()],
-        caller_id: Some("\"obzvon demo\" <74950000000>".to_owned()),
-        timeout_secs: Some(dial_timeout_secs),
-        variables,
-        ..Default::default()
-    })
-    .await?;
-    sqlx::query("UPDATE attempts SET dialed_at = now() WHERE id = $1")
-        .bind(attempt.as_uuid())
-        .execute(pool)
+    let report = api
+        .http
+        .post(format!("{}/campaigns/{id}/leads", api.base))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await?
+        .json::<Value>()
         .await?;
-    step(started, "dialing");
+    println!(
+        "campaign {name:?}: {} leads imported ({} duplicates, {} rejected); {} operators ready",
+        report["imported"],
+        report["duplicates"],
+        report["rejected_count"],
+        ids.len()
+    );
+    api.post(&format!("/campaigns/{id}/start"), json!({})).await?;
 
-    let mut status = AttemptStatus::Init;
-    let mut answered_at = None;
-    let mut connect = None;
-    let mut operator_channel = None;
-    let bridge_id = format!("demo-{attempt}");
+    let total = report["imported"].as_u64().unwrap_or(0);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} leads done · {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    // Without a terminal the bar is hidden; print a line whenever progress changes instead.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = String::new();
     loop {
-        let event = next_event(stream, Duration::from_secs(u64::from(dial_timeout_secs) + 60)).await?;
-        let for_customer = event.channel_id() == Some(channel.as_str());
-        match &event.kind {
-            EventKind::ChannelStateChange(c)
-                if for_customer && c.channel.state == ChannelState::Ringing && status == AttemptStatus::Init =>
-            {
-                record(pool, attempt, Some(status), AttemptStatus::Ringing, None, &call.number).await?;
-                status = AttemptStatus::Ringing;
-                step(started, "ringing");
+        let c = api.get(&format!("/campaigns/{id}")).await?;
+        let count = |s: &str| c["leads"][s].as_u64().unwrap_or(0);
+        let done = count("done") + count("exhausted") + count("dnc") + count("canceled");
+        let message = format!(
+            "{} in flight, {} waiting to retry, {} not started",
+            count("dialing"),
+            count("scheduled"),
+            count("pending")
+        );
+        if plain {
+            let line = format!("{done}/{total} leads done · {message}");
+            if line != last_line {
+                println!("  {:>5.1} s  {line}", started.elapsed().as_secs_f64());
+                last_line = line;
             }
-            EventKind::StasisStart(s) if for_customer => {
-                answered_at = Some(Instant::now());
-                record(
-                    pool,
-                    attempt,
-                    Some(status),
-                    AttemptStatus::InProgress,
-                    None,
-                    &call.number,
-                )
-                .await?;
-                status = AttemptStatus::InProgress;
-                step(started, &format!("answered ({})", s.channel.name));
-                let op = format!("{attempt}-op");
-                ari.create_bridge(&bridge_id, BridgeType::Mixing, "demo").await?;
-                ari.originate(&Originate {
-                    endpoint: operator_endpoint.to_owned(),
-                    channel_id: Some(op.clone()),
-                    app_args: vec!["demo-operator".to_owned()],
-                    timeout_secs: Some(10),
-                    ..Default::default()
-                })
-                .await?;
-                operator_channel = Some(op);
-            }
-            EventKind::StasisStart(s) if Some(s.channel.id.as_str()) == operator_channel.as_deref() => {
-                ari.add_channels(&bridge_id, &[&channel, &s.channel.id]).await?;
-            }
-            EventKind::ChannelEnteredBridge(b)
-                if b.bridge.id == bridge_id && b.bridge.channels.len() == 2 && connect.is_none() =>
-            {
-                connect = answered_at.map(|a| a.elapsed());
-                sqlx::query("UPDATE attempts SET bridged_at = now(), bridge_id = $2 WHERE id = $1")
-                    .bind(attempt.as_uuid())
-                    .bind(&bridge_id)
-                    .execute(pool)
-                    .await?;
-                step(
-                    started,
-                    &format!(
-                        "bridged to {operator_endpoint} ({} ms after answer)",
-                        connect.unwrap_or_default().as_millis()
-                    ),
-                );
-            }
-            EventKind::ChannelDestroyed(d) if for_customer => {
-                if let Some(op) = &operator_channel {
-                    let _ = ari.hangup(op, HangupReason::Normal).await;
-                    let _ = ari.destroy_bridge(&bridge_id).await;
-                }
-                let (final_status, result) = if answered_at.is_some() {
-                    (AttemptStatus::Completed, AttemptResult::Success)
-                } else {
-                    (AttemptStatus::Failed, classify_unanswered(d.cause, d.tech_cause))
-                };
-                sqlx::query(
-                    "UPDATE attempts SET hangup_cause = $2, hangup_cause_txt = $3, sip_code = $4, channel_id = $5 WHERE id = $1",
-                )
-                .bind(attempt.as_uuid())
-                .bind(d.cause)
-                .bind(&d.cause_txt)
-                .bind(d.tech_cause)
-                .bind(&channel)
-                .execute(pool)
-                .await?;
-                record(pool, attempt, Some(status), final_status, Some(result), &call.number).await?;
-                let sip = d.tech_cause.map(|c| format!(", SIP {c}")).unwrap_or_default();
-                step(
-                    started,
-                    &format!(
-                        "ended: cause {} {}{sip} -> {final_status} / {result}",
-                        d.cause, d.cause_txt
-                    ),
-                );
-                return Ok(Outcome {
-                    status: final_status,
-                    result,
-                    cause: d.cause,
-                    sip: d.tech_cause,
-                    talk: answered_at.map(|a| a.elapsed()),
-                    connect,
-                });
-            }
-            _ => {}
+        }
+        bar.set_position(done);
+        bar.set_message(message);
+        if c["state"] == "finished" || done >= total {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bar.abandon();
+            bail!("the demo campaign did not finish within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bar.finish_with_message(format!("finished in {:.0} s", started.elapsed().as_secs_f64()));
+
+    let attempts = api.get(&format!("/campaigns/{id}/attempts?limit=1000")).await?;
+    let attempts = attempts.as_array().cloned().unwrap_or_default();
+    let mut by_result: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    for a in &attempts {
+        *by_result
+            .entry(a["result"].as_str().unwrap_or("(none)").to_owned())
+            .or_default() += 1;
+        let at = |k: &str| a[k].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if let (Some(answered), Some(bridged)) = (at("answered_at"), at("bridged_at")) {
+            latencies.push((bridged - answered).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
     }
-}
-
-async fn next_event(stream: &mut EventStream, limit: Duration) -> anyhow::Result<Event> {
-    match tokio::time::timeout(limit, stream.events.recv()).await {
-        Ok(Some(e)) => Ok(e),
-        Ok(None) => bail!("ARI event stream ended"),
-        Err(_) => bail!("no ARI event for {} s; is the SIPp trunk running?", limit.as_secs()),
+    let c = api.get(&format!("/campaigns/{id}")).await?;
+    println!("\nleads by state: {}", c["leads"]);
+    println!("{} attempts by result:", attempts.len());
+    for (result, n) in &by_result {
+        println!("  {result:<16} {n:>4}");
     }
-}
-
-/// Moves the attempt to `to` and appends the transition, in one transaction.
-async fn record(
-    pool: &PgPool,
-    attempt: AttemptId,
-    from: Option<AttemptStatus>,
-    to: AttemptStatus,
-    result: Option<AttemptResult>,
-    phone: &str,
-) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    if from.is_none() {
-        sqlx::query("INSERT INTO attempts (id, phone_e164, kind, status, instance) VALUES ($1, $2, 'click-to-call', $3, 'demo')")
-            .bind(attempt.as_uuid())
-            .bind(phone)
-            .bind(to.as_str())
-            .execute(&mut *tx)
-            .await
-            .context("the number is already in a live call")?;
-    } else {
-        let stamp = match to {
-            AttemptStatus::Ringing => "ringing_at",
-            AttemptStatus::InProgress => "answered_at",
-            _ => "ended_at",
-        };
-        sqlx::query(&format!(
-            "UPDATE attempts SET status = $2, result = $3, {stamp} = now(), updated_at = now() WHERE id = $1"
-        ))
-        .bind(attempt.as_uuid())
-        .bind(to.as_str())
-        .bind(result.map(|r| r.as_str()))
-        .execute(&mut *tx)
-        .await?;
+    latencies.sort_by(f64::total_cmp);
+    if !latencies.is_empty() {
+        let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+        println!(
+            "connect latency (answer → with operator) over {} calls: p50 {:.1} ms, p99 {:.1} ms",
+            latencies.len(),
+            p(0.5),
+            p(0.99)
+        );
     }
-    sqlx::query("INSERT INTO attempt_transitions (attempt_id, from_status, to_status, result) VALUES ($1, $2, $3, $4)")
-        .bind(attempt.as_uuid())
-        .bind(from.map(|s| s.as_str()))
-        .bind(to.as_str())
-        .bind(result.map(|r| r.as_str()))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    for op in &ids {
+        let _ = api
+            .call(reqwest::Method::DELETE, &format!("/operators/{op}/session"), None)
+            .await;
+    }
+    println!(
+        "campaign {id}: every attempt and its timeline is at {}/attempts/{{id}}",
+        api.base
+    );
     Ok(())
 }
 
-fn step(started: Instant, what: &str) {
-    println!(
-        "  {:>7.3} s  {what}  ({})",
-        started.elapsed().as_secs_f64(),
-        Utc::now().format("%H:%M:%S%.3f")
-    );
-}
-
-/// `+79160010103` → `+7916001****`: no full numbers in the output.
-fn mask(number: &str) -> String {
-    let keep = number.len().saturating_sub(4);
-    format!("{}****", &number[..keep])
+/// Spreads the mix over the leads in proportion to the weights.
+fn mix_for(i: usize, leads: usize) -> (u8, u8, u8, &'static str, usize) {
+    let total: usize = MIX.iter().map(|m| m.4).sum();
+    let slot = i * total / leads.max(1);
+    let mut acc = 0;
+    for m in MIX {
+        acc += m.4;
+        if slot < acc {
+            return m;
+        }
+    }
+    MIX[0]
 }

@@ -32,17 +32,17 @@ enum Command {
     },
     /// Print ARI events for the configured application as they arrive (diagnostics).
     AriEvents,
-    /// Place demo calls through the test bed (scripts/demo.sh runs the whole thing).
+    /// Run a demo campaign through a running `obzvon serve` (scripts/demo.sh does it all).
     Demo {
-        /// The operator phone each answered customer is bridged to.
-        #[arg(long, default_value = "PJSIP/op1")]
-        operator: String,
-        /// Endpoint template for customers; {number} is replaced by the E.164 number.
-        #[arg(long, default_value = "PJSIP/{number}@trunk")]
-        trunk: String,
-        /// Seconds to ring before giving up.
-        #[arg(long, default_value_t = 8)]
-        dial_timeout_secs: u32,
+        /// obzvon's HTTP address; default: the configured [http] listen address.
+        #[arg(long)]
+        api: Option<String>,
+        /// Operator endpoints whose phones log in (SIPp in the test bed).
+        #[arg(long, value_delimiter = ',', default_value = "PJSIP/op1,PJSIP/op2")]
+        operators: Vec<String>,
+        /// How many leads to call.
+        #[arg(long, default_value_t = 30)]
+        leads: usize,
     },
 }
 
@@ -72,14 +72,6 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
         Command::Migrate => obzvon::cli::Command::Migrate,
         Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
         Command::AriEvents => obzvon::cli::Command::AriEvents,
-        Command::Demo {
-            operator,
-            trunk,
-            dial_timeout_secs,
-        } => obzvon::cli::Command::Demo {
-            operator,
-            trunk,
-            dial_timeout_secs,
-        },
+        Command::Demo { api, operators, leads } => obzvon::cli::Command::Demo { api, operators, leads },
     }
 }
