@@ -149,6 +149,8 @@ struct Candidate {
     timezone: Option<String>,
     attempts_count: i32,
     callback_operator_id: Option<OperatorId>,
+    on_dnc: bool,
+    number_busy: bool,
 }
 
 /// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
@@ -167,12 +169,18 @@ pub async fn claim(
     }
     let spec = &campaign.spec;
     let mut tx = pool.begin().await?;
+    // DNC and "number already in a live call" are checked for the rows the scan returns only.
     let candidates: Vec<Candidate> = sqlx::query_as(
-        "SELECT id, phone_e164, timezone, attempts_count, callback_operator_id FROM leads
-         WHERE campaign_id = $1 AND state IN ('pending', 'scheduled')
-           AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
-         ORDER BY priority DESC, next_attempt_at NULLS FIRST, created_at, id
-         LIMIT $3 FOR UPDATE SKIP LOCKED",
+        "SELECT l.id, l.phone_e164, l.timezone, l.attempts_count, l.callback_operator_id,
+                EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = l.phone_e164
+                        AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS on_dnc,
+                EXISTS (SELECT 1 FROM attempts a WHERE a.phone_e164 = l.phone_e164
+                        AND a.status IN ('init', 'ringing', 'in-progress')) AS number_busy
+         FROM leads l
+         WHERE l.campaign_id = $1 AND l.state IN ('pending', 'scheduled')
+           AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= $2)
+         ORDER BY l.priority DESC, l.next_attempt_at NULLS FIRST, l.created_at, l.id
+         LIMIT $3 FOR UPDATE OF l SKIP LOCKED",
     )
     .bind(campaign.id)
     .bind(now)
@@ -182,24 +190,6 @@ pub async fn claim(
     if candidates.is_empty() {
         return Ok((Vec::new(), report));
     }
-    let phones: Vec<&str> = candidates.iter().map(|c| c.phone_e164.as_str()).collect();
-    let dnc: HashSet<String> = sqlx::query_scalar(
-        "SELECT phone_e164 FROM dnc WHERE phone_e164 = ANY($1) AND (campaign_id IS NULL OR campaign_id = $2)",
-    )
-    .bind(&phones)
-    .bind(campaign.id)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let busy: HashSet<String> = sqlx::query_scalar(
-        "SELECT phone_e164 FROM attempts WHERE phone_e164 = ANY($1) AND status IN ('init', 'ringing', 'in-progress')",
-    )
-    .bind(&phones)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
 
     let campaign_tz = spec.tz();
     let mut to_dnc = Vec::new();
@@ -207,12 +197,12 @@ pub async fn claim(
     let mut chosen: Vec<&Candidate> = Vec::new();
     let mut phones_taken = HashSet::new();
     for c in &candidates {
-        if dnc.contains(&c.phone_e164) {
+        if c.on_dnc {
             to_dnc.push(c.id);
             report.dnc += 1;
             continue;
         }
-        if busy.contains(&c.phone_e164) || !phones_taken.insert(c.phone_e164.as_str()) {
+        if c.number_busy || !phones_taken.insert(c.phone_e164.as_str()) {
             report.number_busy += 1;
             continue;
         }
@@ -260,17 +250,19 @@ pub async fn claim(
         let leads: Vec<LeadId> = chosen.iter().map(|c| c.id).collect();
         let attempts: Vec<AttemptId> = chosen.iter().map(|_| AttemptId::new()).collect();
         let chosen_phones: Vec<&str> = chosen.iter().map(|c| c.phone_e164.as_str()).collect();
+        // One statement: the leads become `dialing`, their attempts and first transitions exist.
         sqlx::query(
-            "UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
-                 updated_at = now() WHERE id = ANY($1)",
-        )
-        .bind(&leads)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, caller_id, kind, status, instance)
-             SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5
-             FROM UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone)",
+            "WITH claimed AS (
+                 UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
+                     updated_at = now() WHERE id = ANY($2)
+             ), created AS (
+                 INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, caller_id, kind, status, instance)
+                 SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5
+                 FROM UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone)
+                 RETURNING id
+             )
+             INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
+             SELECT id, NULL, 'init', 'claimed by the scheduler' FROM created",
         )
         .bind(&attempts)
         .bind(&leads)
@@ -278,13 +270,6 @@ pub async fn claim(
         .bind(&spec.caller_id)
         .bind(instance)
         .bind(&chosen_phones)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
-             SELECT id, NULL, 'init', 'claimed by the scheduler' FROM UNNEST($1::uuid[]) AS u(id)",
-        )
-        .bind(&attempts)
         .execute(&mut *tx)
         .await?;
         for (c, attempt) in chosen.iter().zip(&attempts) {

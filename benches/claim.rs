@@ -1,0 +1,141 @@
+//! Scheduler claim benchmark: leads claimed per second and claim latency with a large lead
+//! table (default 1,000,000 leads; OBZVON_BENCH_LEADS to change). Uses a fresh database on
+//! the configured PostgreSQL (DATABASE_URL / OBZVON_DATABASE__URL, as the tests do) and drops
+//! it afterwards. Run: `cargo bench --bench claim`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use obzvon::campaigns::store as campaigns;
+use obzvon::campaigns::CampaignSpec;
+use obzvon::config::Settings;
+use obzvon::dialer::scheduler::claim;
+use secrecy::ExposeSecret;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("claim benchmark: run it with `cargo bench --bench claim`");
+        return Ok(());
+    }
+    let leads: i64 = std::env::var("OBZVON_BENCH_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let settings = Settings::load(None)?;
+    let admin_url = settings.database.url.expose_secret().to_owned();
+    let admin = sqlx::PgPool::connect(&admin_url).await?;
+    let name = format!("obzvon_bench_{}", std::process::id());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    let mut url = url::Url::parse(&admin_url)?;
+    url.set_path(&name);
+    let result = run(url.as_str(), leads).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    result
+}
+
+async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(url)
+        .await?;
+    obzvon::db::migrate(&pool).await?;
+    let spec = CampaignSpec::from_json(serde_json::json!({
+        "name": "bench", "trunk": "PJSIP/{number}@trunk", "caller_id": "1", "max_concurrent_calls": 10000,
+    }))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let campaign = campaigns::create(&pool, spec).await?;
+    // A second campaign's leads share the table, as in production.
+    let other = campaigns::create(
+        &pool,
+        CampaignSpec::from_json(serde_json::json!({"name": "other", "trunk": "PJSIP/{number}@t", "caller_id": "1"}))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    )
+    .await?;
+
+    let t = Instant::now();
+    sqlx::query(
+        "INSERT INTO leads (id, campaign_id, phone_e164, priority, state, next_attempt_at)
+         SELECT gen_random_uuid(), CASE WHEN i % 10 = 0 THEN $2 ELSE $1 END,
+                '+7916' || lpad(i::text, 7, '0'), (i % 5)::int,
+                CASE WHEN i % 4 = 0 THEN 'scheduled' ELSE 'pending' END,
+                CASE WHEN i % 4 = 0 THEN now() + interval '1 hour' ELSE NULL END
+         FROM generate_series(1, $3) AS i",
+    )
+    .bind(campaign.id)
+    .bind(other.id)
+    .bind(leads)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE leads").execute(&pool).await?;
+    println!(
+        "{leads} leads inserted in {:.1} s (90% in the benchmarked campaign, a quarter of them scheduled for later)",
+        t.elapsed().as_secs_f64()
+    );
+
+    for batch in [1usize, 10, 50, 100] {
+        let (claimed, latencies, elapsed) = claim_for(&pool, &campaign, batch, Duration::from_secs(5), 1).await?;
+        report(&format!("batch {batch:>2}, 1 claimer "), claimed, &latencies, elapsed);
+    }
+    // Two instances sharing the database (this machine has two cores).
+    let (claimed, latencies, elapsed) = claim_for(&pool, &campaign, 50, Duration::from_secs(5), 2).await?;
+    report("batch 50, 2 claimers", claimed, &latencies, elapsed);
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT lead_id FROM attempts GROUP BY lead_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!("leads claimed twice across concurrent claimers: {duplicates}");
+    pool.close().await;
+    Ok(())
+}
+
+async fn claim_for(
+    pool: &sqlx::PgPool,
+    campaign: &campaigns::Campaign,
+    batch: usize,
+    span: Duration,
+    claimers: usize,
+) -> anyhow::Result<(usize, Vec<f64>, Duration)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..claimers {
+        let pool = pool.clone();
+        let campaign = campaign.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut claimed = 0;
+            let instance = format!("bench-{c}");
+            while started.elapsed() < span {
+                let t = Instant::now();
+                let (got, _) = claim(&pool, &campaign, batch, &instance, Utc::now()).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                claimed += got.len();
+            }
+            anyhow::Ok((claimed, latencies))
+        }));
+    }
+    let mut claimed = 0;
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let (c, l) = task.await??;
+        claimed += c;
+        latencies.extend(l);
+    }
+    Ok((claimed, latencies, started.elapsed()))
+}
+
+fn report(label: &str, claimed: usize, latencies: &[f64], elapsed: Duration) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let p = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{label}: {:>7.0} leads claimed/s, claim latency p50 {:.2} ms, p99 {:.2} ms ({} claims)",
+        claimed as f64 / elapsed.as_secs_f64(),
+        p(0.5),
+        p(0.99),
+        sorted.len()
+    );
+}
