@@ -92,6 +92,7 @@ impl App {
             listener,
             cancel,
         } = self;
+        engine::recover_after_restart(&pool, &ari, &settings.instance.id).await?;
         let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
         let shared = Shared {
             pool: pool.clone(),

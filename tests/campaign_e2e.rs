@@ -519,3 +519,48 @@ async fn a_session_started_over_rest_rings_the_phone_takes_calls_and_pauses() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn calls_and_sessions_left_by_a_crash_are_settled_at_start_and_nothing_is_dialled_twice() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    obzvon::db::migrate(&pool).await.unwrap();
+    let instance = format!("test-{}", db.name);
+    // What a crashed instance leaves: a lead in `dialing` with a ringing attempt, an operator on a call.
+    let (campaign, lead, attempt, op) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    for sql in [
+        "INSERT INTO campaigns (id, name, trunk, caller_id, settings) VALUES ($1, 'crashed', 'PJSIP/{number}@trunk', '1', '{}')",
+        "INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count) VALUES ($2, $1, '+79165550123', 'dialing', 1)",
+        "INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, status, instance) VALUES ($3, $2, $1, '+79165550123', 'ringing', $5)",
+        "INSERT INTO operators (id, name, endpoint, state, session_channel_id, session_instance) VALUES ($4, 'Ghost', 'PJSIP/op1', 'on-call', 'gone-channel', $5)",
+    ] {
+        sqlx::query(sql).bind(campaign).bind(lead).bind(attempt).bind(op).bind(&instance).execute(&pool).await.unwrap();
+    }
+    let server = Server::start_on(db, "obzvon").await;
+    let (status, lead_state): (String, String) =
+        sqlx::query_as("SELECT a.status, l.state FROM attempts a JOIN leads l ON l.id = a.lead_id WHERE a.id = $1")
+            .bind(attempt)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), lead_state.as_str()),
+        ("canceled", "pending"),
+        "settled, lead queued again"
+    );
+    let timeline = server.get(&format!("/attempts/{attempt}")).await;
+    assert_eq!(timeline["timeline"][0]["reason"], "obzvon restarted during the call");
+    let op_state: String = sqlx::query_scalar("SELECT state FROM operators WHERE id = $1")
+        .bind(op)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(op_state, "offline");
+    server.stop().await;
+}

@@ -216,7 +216,6 @@ impl Engine {
         mut events: EventStream,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
-        self.recover_after_restart().await?;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_session = None;
@@ -973,47 +972,6 @@ impl Engine {
         }
     }
 
-    /// At start-up: sessions and calls a previous run of this instance left in the database
-    /// are gone with that process; settle them so nothing stays stuck or is dialled twice.
-    async fn recover_after_restart(&mut self) -> anyhow::Result<()> {
-        for (op, channel) in operators::reset_sessions(&self.pool, &self.instance).await? {
-            tracing::info!(operator.id = %op, "session from a previous run closed");
-            if let Some(channel) = channel {
-                let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
-            }
-        }
-        for (attempt, lead) in store::live_for_instance(&self.pool, &self.instance).await? {
-            let _ = self.ari.hangup(&attempt.channel_id(), HangupReason::Normal).await;
-            let change = Change {
-                reason: Some("obzvon restarted during the call"),
-                ..Default::default()
-            };
-            let mut tx = self.pool.begin().await?;
-            store::transition(
-                &mut tx,
-                attempt,
-                &LIVE,
-                AttemptStatus::Canceled,
-                &Change {
-                    ended_at: Some(Utc::now()),
-                    ..change
-                },
-            )
-            .await?;
-            if let Some(lead) = lead {
-                sqlx::query(
-                    "UPDATE leads SET state = 'pending', updated_at = now() WHERE id = $1 AND state = 'dialing'",
-                )
-                .bind(lead)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            tracing::warn!(attempt.id = %attempt, "attempt from a previous run canceled; its lead is queued again");
-        }
-        Ok(())
-    }
-
     /// After an ARI reconnect: whatever ended while we were deaf is settled now.
     async fn reconcile(&mut self) {
         let channels: Vec<String> = self.calls.keys().cloned().collect();
@@ -1072,4 +1030,44 @@ impl Engine {
             tracing::error!(error = %e, "could not record a call state change");
         }
     }
+}
+
+/// At start-up, before any work is taken: sessions and calls a previous run of this instance
+/// left in the database are gone with that process; settle them so nothing stays stuck or is
+/// dialled twice.
+pub async fn recover_after_restart(pool: &PgPool, ari: &AriClient, instance: &str) -> anyhow::Result<()> {
+    for (op, channel) in operators::reset_sessions(pool, instance).await? {
+        tracing::info!(operator.id = %op, "session from a previous run closed");
+        if let Some(channel) = channel {
+            let _ = ari.hangup(&channel, HangupReason::Normal).await;
+        }
+    }
+    for (attempt, lead) in store::live_for_instance(pool, instance).await? {
+        let _ = ari.hangup(&attempt.channel_id(), HangupReason::Normal).await;
+        let change = Change {
+            reason: Some("obzvon restarted during the call"),
+            ..Default::default()
+        };
+        let mut tx = pool.begin().await?;
+        store::transition(
+            &mut tx,
+            attempt,
+            &LIVE,
+            AttemptStatus::Canceled,
+            &Change {
+                ended_at: Some(Utc::now()),
+                ..change
+            },
+        )
+        .await?;
+        if let Some(lead) = lead {
+            sqlx::query("UPDATE leads SET state = 'pending', updated_at = now() WHERE id = $1 AND state = 'dialing'")
+                .bind(lead)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::warn!(attempt.id = %attempt, "attempt from a previous run canceled; its lead is queued again");
+    }
+    Ok(())
 }

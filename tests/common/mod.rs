@@ -298,10 +298,15 @@ pub struct Server {
 impl Server {
     /// `app` must be "obzvon" for feature-code logins (the dialplan names it).
     pub async fn start(app: &str) -> Server {
-        ari_client("probe").await;
         let db = TestDb::create().await;
+        obzvon::db::migrate(&db.pool().await).await.unwrap();
+        Server::start_on(db, app).await
+    }
+
+    /// Starts on a database the test prepared (migrated); the instance id is `test-<db name>`.
+    pub async fn start_on(db: TestDb, app: &str) -> Server {
+        ari_client("probe").await;
         let pool = db.pool().await;
-        obzvon::db::migrate(&pool).await.unwrap();
         let mut s = settings();
         s.database.url = db.url.clone().into();
         s.http.listen = "127.0.0.1:0".parse().unwrap();
