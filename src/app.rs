@@ -51,6 +51,7 @@ pub enum StartError {
 
 impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
+        crate::metrics::handle();
         let pool = db::connect(&settings.database).await.map_err(StartError::Database)?;
         let pending = db::pending_migrations(&pool).await.map_err(StartError::Database)?;
         if !pending.is_empty() {
@@ -182,6 +183,7 @@ async fn serve_http(
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { crate::metrics::handle().render() }))
         .with_state(shared)
         .merge(api);
     tracing::info!(addr = %listener.local_addr()?, "http listening");

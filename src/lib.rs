@@ -14,6 +14,7 @@ pub mod demo;
 pub mod dialer;
 pub mod ids;
 pub mod leads;
+pub mod metrics;
 pub mod operators;
 pub mod phone;
 pub mod telemetry;

@@ -180,8 +180,6 @@ pub struct Engine {
     calls: HashMap<String, Call>,
     round_robin: HashMap<CampaignId, OperatorId>,
     wake: Arc<Notify>,
-    /// answer → bridged, in ms, for the connect-latency figures.
-    pub connect_latencies_ms: Vec<f64>,
 }
 
 pub fn spawn(
@@ -203,7 +201,6 @@ pub fn spawn(
         calls: HashMap::new(),
         round_robin: HashMap::new(),
         wake: wake.clone(),
-        connect_latencies_ms: Vec::new(),
     };
     let task = tokio::spawn(engine.run(rx, events, cancel));
     (EngineHandle { tx, wake }, task)
@@ -518,7 +515,7 @@ impl Engine {
             .answered
             .map(|a| a.elapsed().as_secs_f64() * 1000.0)
             .unwrap_or_default();
-        self.connect_latencies_ms.push(latency);
+        metrics::histogram!(crate::metrics::CONNECT_LATENCY).record(latency / 1000.0);
         call.operator = Some(op);
         call.status = AttemptStatus::InProgress;
         call.abandon_at = None;
@@ -651,6 +648,13 @@ impl Engine {
             )
             .await,
         );
+        metrics::counter!(
+            crate::metrics::ATTEMPTS,
+            "campaign" => claimed.campaign.to_string(),
+            "status" => status.as_str(),
+            "result" => result.map_or("none", |r| r.as_str())
+        )
+        .increment(1);
         tracing::info!(
             attempt.id = %claimed.attempt, status = status.as_str(),
             result = result.map(|r| r.as_str()).unwrap_or("-"), cause, "attempt ended"
