@@ -49,7 +49,6 @@ pub struct Claimed {
 pub struct Snapshot {
     pub ready: Vec<ReadyOperator>,
     pub campaigns: HashMap<CampaignId, CampaignLoad>,
-    pub connected: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -311,11 +310,7 @@ impl Engine {
                 load.dialing += 1;
             }
         }
-        Snapshot {
-            ready,
-            campaigns,
-            connected: true,
-        }
+        Snapshot { ready, campaigns }
     }
 
     // ---- customer calls ------------------------------------------------------------------
@@ -356,16 +351,8 @@ impl Engine {
                     dialed_at: Some(Utc::now()),
                     ..Default::default()
                 };
-                self.write(
-                    store::transition_now(
-                        &self.pool,
-                        attempt,
-                        &[AttemptStatus::Init],
-                        AttemptStatus::Init,
-                        &change,
-                    )
-                    .await,
-                );
+                self.mark(attempt, &[AttemptStatus::Init], AttemptStatus::Init, &change)
+                    .await;
             }
             // 409: a channel with this id exists, so this attempt is already dialling.
             Err(e) if e.is_conflict() => {
@@ -433,16 +420,8 @@ impl Engine {
                         ringing_at: Some(event.timestamp.to_utc()),
                         ..Default::default()
                     };
-                    self.write(
-                        store::transition_now(
-                            &self.pool,
-                            attempt,
-                            &[AttemptStatus::Init],
-                            AttemptStatus::Ringing,
-                            &change,
-                        )
-                        .await,
-                    );
+                    self.mark(attempt, &[AttemptStatus::Init], AttemptStatus::Ringing, &change)
+                        .await;
                 }
             }
             EventKind::StasisStart(_) => {
@@ -457,16 +436,13 @@ impl Engine {
                     ..Default::default()
                 };
                 // Status stays `ringing` until the customer is with an operator (`in-progress`).
-                self.write(
-                    store::transition_now(
-                        &self.pool,
-                        attempt,
-                        &[AttemptStatus::Init, AttemptStatus::Ringing],
-                        AttemptStatus::Ringing,
-                        &change,
-                    )
-                    .await,
-                );
+                self.mark(
+                    attempt,
+                    &[AttemptStatus::Init, AttemptStatus::Ringing],
+                    AttemptStatus::Ringing,
+                    &change,
+                )
+                .await;
                 if let Some(call) = self.calls.get_mut(channel) {
                     call.status = AttemptStatus::Ringing;
                 }
@@ -548,16 +524,8 @@ impl Engine {
             recording_name: recording.as_deref(),
             ..Default::default()
         };
-        self.write(
-            store::transition_now(
-                &self.pool,
-                attempt,
-                &[AttemptStatus::Ringing],
-                AttemptStatus::InProgress,
-                &change,
-            )
-            .await,
-        );
+        self.mark(attempt, &[AttemptStatus::Ringing], AttemptStatus::InProgress, &change)
+            .await;
         self.operator_state(op, OperatorState::OnCall).await;
         true
     }
@@ -783,7 +751,7 @@ impl Engine {
             .await,
         );
         tracing::info!(operator.id = %operator.id, operator = operator.name, "operator session started");
-        self.operator_available(operator.id).await;
+        self.operator_available().await;
     }
 
     async fn on_session_event(&mut self, op: OperatorId, channel: &str, event: Event) {
@@ -868,7 +836,7 @@ impl Engine {
         session.since = Instant::now();
         self.operator_state(op, next).await;
         if next == OperatorState::Ready {
-            self.operator_available(op).await;
+            self.operator_available().await;
         }
         Ok(next)
     }
@@ -905,12 +873,12 @@ impl Engine {
         session.since = Instant::now();
         session.wrap_until = None;
         self.operator_state(op, OperatorState::Ready).await;
-        self.operator_available(op).await;
+        self.operator_available().await;
     }
 
     /// A ready operator first takes an answered customer who is waiting, then wakes the
     /// scheduler to dial more.
-    async fn operator_available(&mut self, _op: OperatorId) {
+    async fn operator_available(&mut self) {
         let mut waiting: Vec<(Instant, String)> = self
             .calls
             .iter()
@@ -1027,6 +995,11 @@ impl Engine {
             }
             self.write(operators::set_state(&self.pool, op, OperatorState::Offline, None).await);
         }
+    }
+
+    /// Records a transition of a live call; a duplicate or late event changes nothing.
+    async fn mark(&self, attempt: AttemptId, from: &[AttemptStatus], to: AttemptStatus, change: &Change<'_>) {
+        self.write(store::transition_now(&self.pool, attempt, from, to, change).await);
     }
 
     fn write<T>(&self, result: Result<T, sqlx::Error>) {
