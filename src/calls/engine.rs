@@ -536,39 +536,10 @@ impl Engine {
         spec: &CampaignSpec,
         preferred: Option<OperatorId>,
     ) -> Option<OperatorId> {
-        let eligible = |s: &&Session| {
-            s.state == OperatorState::Ready
-                && (spec.operators.is_empty() || spec.operators.contains(&s.operator))
-                && spec.skills.iter().all(|k| s.skills.contains(k))
-        };
-        if let Some(p) = preferred {
-            if self.sessions.get(&p).is_some_and(|s| eligible(&s)) {
-                return Some(p);
-            }
-        }
-        let mut candidates: Vec<&Session> = self.sessions.values().filter(eligible).collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let chosen = match spec.distribution {
-            Distribution::LongestIdle => candidates
-                .iter()
-                .min_by_key(|s| (s.since, s.operator))
-                .map(|s| s.operator),
-            Distribution::RoundRobin => {
-                candidates.sort_by_key(|s| s.operator);
-                let last = self.round_robin.get(&campaign).copied();
-                candidates
-                    .iter()
-                    .find(|s| last.is_some_and(|l| s.operator > l))
-                    .or(candidates.first())
-                    .map(|s| s.operator)
-            }
-        };
-        if let Some(op) = chosen {
-            self.round_robin.insert(campaign, op);
-        }
-        chosen
+        let last = self.round_robin.get(&campaign).copied();
+        let chosen = choose_operator(self.sessions.values(), spec, preferred, last)?;
+        self.round_robin.insert(campaign, chosen);
+        Some(chosen)
     }
 
     async fn on_customer_gone(
@@ -1047,4 +1018,123 @@ pub async fn recover_after_restart(pool: &PgPool, ari: &AriClient, instance: &st
         tracing::warn!(attempt.id = %attempt, "attempt from a previous run canceled; its lead is queued again");
     }
     Ok(())
+}
+
+/// Which ready operator takes a call: the preferred one (a callback) if eligible, else by the
+/// campaign's distribution among operators assigned to it who have all its skills.
+fn choose_operator<'a>(
+    sessions: impl Iterator<Item = &'a Session>,
+    spec: &CampaignSpec,
+    preferred: Option<OperatorId>,
+    last: Option<OperatorId>,
+) -> Option<OperatorId> {
+    let mut eligible: Vec<&Session> = sessions
+        .filter(|s| {
+            s.state == OperatorState::Ready
+                && (spec.operators.is_empty() || spec.operators.contains(&s.operator))
+                && spec.skills.iter().all(|k| s.skills.contains(k))
+        })
+        .collect();
+    if let Some(p) = preferred.filter(|p| eligible.iter().any(|s| s.operator == *p)) {
+        return Some(p);
+    }
+    match spec.distribution {
+        Distribution::LongestIdle => eligible
+            .iter()
+            .min_by_key(|s| (s.since, s.operator))
+            .map(|s| s.operator),
+        Distribution::RoundRobin => {
+            eligible.sort_by_key(|s| s.operator);
+            eligible
+                .iter()
+                .find(|s| last.is_some_and(|l| s.operator > l))
+                .or(eligible.first())
+                .map(|s| s.operator)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(idle_secs: u64, state: OperatorState, skills: &[&str]) -> Session {
+        Session {
+            operator: OperatorId::new(),
+            name: "op".into(),
+            skills: skills.iter().map(|s| s.to_string()).collect(),
+            channel: String::new(),
+            bridge: String::new(),
+            state,
+            since: Instant::now() - Duration::from_secs(idle_secs),
+            attempt: None,
+            wrap_until: None,
+            disposition_keys: None,
+        }
+    }
+
+    #[test]
+    fn longest_idle_ready_operator_takes_the_call() {
+        let s = [
+            session(5, OperatorState::Ready, &[]),
+            session(50, OperatorState::Ready, &[]),
+            session(500, OperatorState::Paused, &[]),
+            session(400, OperatorState::WrapUp, &[]),
+        ];
+        let spec = CampaignSpec::default();
+        assert_eq!(choose_operator(s.iter(), &spec, None, None), Some(s[1].operator));
+        let nobody = [session(5, OperatorState::OnCall, &[])];
+        assert_eq!(choose_operator(nobody.iter(), &spec, None, None), None);
+    }
+
+    #[test]
+    fn round_robin_goes_around_in_a_fixed_order() {
+        let s = [
+            session(1, OperatorState::Ready, &[]),
+            session(1, OperatorState::Ready, &[]),
+            session(1, OperatorState::Ready, &[]),
+        ];
+        let spec = CampaignSpec {
+            distribution: Distribution::RoundRobin,
+            ..CampaignSpec::default()
+        };
+        let mut order = Vec::new();
+        let mut last = None;
+        for _ in 0..6 {
+            last = choose_operator(s.iter(), &spec, None, last);
+            order.push(last.unwrap());
+        }
+        assert_eq!(order[..3], order[3..], "repeats every three calls");
+        let distinct: std::collections::HashSet<_> = order[..3].iter().collect();
+        assert_eq!(distinct.len(), 3, "everyone gets a call");
+    }
+
+    #[test]
+    fn skills_and_assignment_limit_who_is_eligible_and_callbacks_prefer_their_operator() {
+        let s = [
+            session(100, OperatorState::Ready, &["en"]),
+            session(10, OperatorState::Ready, &["ru", "sales"]),
+            session(1, OperatorState::Ready, &["ru"]),
+        ];
+        let skilled = CampaignSpec {
+            skills: vec!["ru".into(), "sales".into()],
+            ..CampaignSpec::default()
+        };
+        assert_eq!(choose_operator(s.iter(), &skilled, None, None), Some(s[1].operator));
+        let assigned = CampaignSpec {
+            operators: vec![s[2].operator],
+            ..CampaignSpec::default()
+        };
+        assert_eq!(choose_operator(s.iter(), &assigned, None, None), Some(s[2].operator));
+        let spec = CampaignSpec::default();
+        assert_eq!(
+            choose_operator(s.iter(), &spec, Some(s[2].operator), None),
+            Some(s[2].operator)
+        );
+        // A preferred operator who is not eligible is passed over.
+        assert_eq!(
+            choose_operator(s.iter(), &skilled, Some(s[0].operator), None),
+            Some(s[1].operator)
+        );
+    }
 }
