@@ -564,3 +564,72 @@ async fn calls_and_sessions_left_by_a_crash_are_settled_at_start_and_nothing_is_
     assert_eq!(op_state, "offline");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_lead_outside_its_calling_window_waits_and_is_dialled_when_the_window_opens() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    server.operator("Win", "PJSIP/op3").await;
+    let _phone = login_phone(3, "1", 500);
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    // The window opens at the next whole minute (at least 5 s away) and lasts ten minutes.
+    let now = Utc::now();
+    let mut opens = now.with_second(0).unwrap().with_nanosecond(0).unwrap() + chrono::Duration::minutes(1);
+    if opens - now < chrono::Duration::seconds(5) {
+        opens += chrono::Duration::minutes(1);
+    }
+    let weekday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][opens.weekday_index()];
+    let to = if opens.hour() == 23 && opens.minute() >= 50 {
+        "24:00".to_owned()
+    } else {
+        (opens + chrono::Duration::minutes(10)).format("%H:%M").to_string()
+    };
+    let windows = json!({ weekday: [{"from": opens.format("%H:%M").to_string(), "to": to}] });
+    let campaign = server
+        .post(
+            "/campaigns",
+            campaign_body("window", json!({ "calling_windows": windows })),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    server
+        .post_csv(
+            &format!("/campaigns/{id}/leads"),
+            format!("phone\n{}\n", number(1, 0, 1)),
+        )
+        .await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leads = lead_states(&server).await;
+    let (state, attempts, next_at) = leads.values().next().unwrap();
+    assert_eq!(
+        (state.as_str(), *attempts, *next_at),
+        ("scheduled", 0, Some(opens)),
+        "waits for {opens}"
+    );
+
+    wait_settled(&server, &id, Duration::from_secs(100), 0).await;
+    let tries = attempts_by_phone(&server)
+        .await
+        .into_values()
+        .next()
+        .expect("dialled once the window opened");
+    assert_eq!(tries.len(), 1);
+    assert!(
+        tries[0].created >= opens,
+        "dialled at {} before the window opened at {opens}",
+        tries[0].created
+    );
+    assert!(
+        tries[0].created - opens < chrono::Duration::seconds(5),
+        "dialled promptly when it opened"
+    );
+    assert_eq!(tries[0].result.as_deref(), Some("success"));
+    server.stop().await;
+}
