@@ -633,3 +633,54 @@ async fn a_lead_outside_its_calling_window_waits_and_is_dialled_when_the_window_
     assert_eq!(tries[0].result.as_deref(), Some("success"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn removing_a_lead_hangs_up_its_live_call_and_it_is_not_called_again() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    server.operator("Rem", "PJSIP/op4").await;
+    let _phone = login_phone(4, "1", 500);
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let campaign = server
+        .post("/campaigns", campaign_body("remove", json!({"dial_timeout_secs": 30})))
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    // This customer rings for 30 s: long enough to be removed while ringing.
+    server
+        .post_csv(
+            &format!("/campaigns/{id}/leads"),
+            format!("phone\n{}\n", number(3, 0, 0)),
+        )
+        .await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (attempt, lead) = loop {
+        let row: Option<(uuid::Uuid, uuid::Uuid)> =
+            sqlx::query_as("SELECT id, lead_id FROM attempts WHERE status = 'ringing'")
+                .fetch_optional(&server.pool)
+                .await
+                .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never rang");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, _) = server
+        .call(reqwest::Method::DELETE, &format!("/leads/{lead}"), None)
+        .await;
+    assert_eq!(status, 204);
+    wait_settled(&server, &id, Duration::from_secs(10), 0).await;
+    let view = server.get(&format!("/attempts/{attempt}")).await;
+    assert_eq!(view["status"], "canceled", "{view}");
+    assert!(view["ended_at"].is_string());
+    let lead_view = server.get(&format!("/leads/{lead}")).await;
+    assert_eq!(lead_view["state"], "canceled");
+    assert_eq!(lead_view["attempts"].as_array().unwrap().len(), 1, "not called again");
+    server.stop().await;
+}
