@@ -25,7 +25,9 @@ pub fn settings() -> Settings {
 /// An ARI client under a Stasis application name of its own, so parallel tests never see
 /// each other's events (two websockets on one app name would replace each other).
 pub async fn ari_client(label: &str) -> AriClient {
-    let s = settings();
+    let mut s = settings();
+    // Quiet test output; RUST_LOG still wins for debugging.
+    s.log.filter = "warn".to_owned();
     obzvon::telemetry::init(&s.log);
     let app = format!("obzvon-test-{label}-{:06x}", rand::rng().random_range(0..0xffffff));
     let client = AriClient::new(&s.ari.url, &s.ari.username, s.ari.password.clone(), &app).unwrap();
