@@ -684,3 +684,86 @@ async fn removing_a_lead_hangs_up_its_live_call_and_it_is_not_called_again() {
     assert_eq!(lead_view["attempts"].as_array().unwrap().len(), 1, "not called again");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn dialling_pauses_while_asterisk_is_down_and_resumes_without_losing_a_lead() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    server.operator("Ada", "PJSIP/op2").await;
+    let phone = login_phone(2, "1", 500);
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let campaign = server
+        .post(
+            "/campaigns",
+            campaign_body("outage", json!({"wrap_up_secs": 1, "retry_delays_secs": {"failed": 1}})),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let csv: String = std::iter::once("phone".to_owned())
+        .chain((0..4).map(|_| number(1, 0, 2)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    let count = |sql: &'static str| {
+        let pool = server.pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while count("SELECT count(*) FROM attempts WHERE status = 'completed'").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no call completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    testbed(&["asterisk", "stop"]);
+    drop(phone);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = count("SELECT count(*) FROM attempts").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count("SELECT count(*) FROM attempts").await,
+        during,
+        "nothing is dialled while Asterisk is down"
+    );
+    testbed(&["asterisk", "start"]);
+
+    // The old session died with Asterisk; once obzvon sees Asterisk again the operator logs
+    // in again and the campaign goes on.
+    server
+        .wait_operators("session gone after the outage", Duration::from_secs(15), |ops| {
+            ops[0]["state"] == "offline"
+        })
+        .await;
+    let ready_url = server.base.replace("/api/v1", "/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !server
+        .http
+        .get(&ready_url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "obzvon did not reconnect to Asterisk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _phone = login_phone(2, "1", 500);
+    wait_settled(&server, &id, Duration::from_secs(60), 0).await;
+    let counts = lead_counts(&server, &id).await;
+    assert_eq!(
+        counts.get("done").copied(),
+        Some(4),
+        "every lead reached the customer: {counts:?}"
+    );
+    let refused =
+        count("SELECT count(*) FROM attempt_transitions WHERE reason = 'originate refused by Asterisk'").await;
+    assert_eq!(refused, 0, "no attempt was burned on a dead Asterisk");
+    server.stop().await;
+}

@@ -29,6 +29,9 @@ use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::operators::store as operators;
 use crate::operators::OperatorState;
 
+/// Hang-up text for a call whose channel was gone when the websocket came back.
+const VANISHED: &str = "channel vanished during an ARI outage";
+
 const LIVE: [AttemptStatus; 3] = [AttemptStatus::Init, AttemptStatus::Ringing, AttemptStatus::InProgress];
 
 /// A lead the scheduler claimed; its attempt row exists (`init`).
@@ -179,6 +182,7 @@ pub struct Engine {
     calls: HashMap<String, Call>,
     round_robin: HashMap<CampaignId, OperatorId>,
     wake: Arc<Notify>,
+    ari_connected: bool,
 }
 
 pub fn spawn(
@@ -200,6 +204,7 @@ pub fn spawn(
         calls: HashMap::new(),
         round_robin: HashMap::new(),
         wake: wake.clone(),
+        ari_connected: false,
     };
     let task = tokio::spawn(engine.run(rx, events, cancel));
     (EngineHandle { tx, wake }, task)
@@ -226,6 +231,7 @@ impl Engine {
                 changed = events.state.changed() => {
                     if changed.is_err() { break }
                     let state = events.state.borrow_and_update().clone();
+                    self.ari_connected = state.is_connected();
                     if let ConnectionState::Connected { session, .. } = state {
                         if last_session.replace(session).is_some() {
                             self.reconcile().await;
@@ -292,11 +298,13 @@ impl Engine {
         }
     }
 
+    /// While the ARI websocket is down nobody counts as ready: the scheduler dials nothing
+    /// until events can be seen again.
     fn snapshot(&self) -> Snapshot {
         let ready = self
             .sessions
             .values()
-            .filter(|s| s.state == OperatorState::Ready)
+            .filter(|s| self.ari_connected && s.state == OperatorState::Ready)
             .map(|s| ReadyOperator {
                 id: s.operator,
                 skills: s.skills.clone(),
@@ -361,9 +369,19 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(attempt.id = %attempt, campaign.id = %claimed.campaign, error = %e, "originate failed");
                 self.calls.remove(&channel);
+                // Asterisk unreachable: nothing was dialled, so the lead goes back unharmed.
+                // Asterisk refused (4xx/5xx): the attempt failed and follows the retry rules.
+                let (status, result, reason) = match e.status() {
+                    None => (AttemptStatus::Canceled, None, "Asterisk unreachable; not dialled"),
+                    Some(_) => (
+                        AttemptStatus::Failed,
+                        Some(AttemptResult::Failed),
+                        "originate refused by Asterisk",
+                    ),
+                };
                 let change = Change {
-                    result: Some(AttemptResult::Failed),
-                    reason: Some("originate refused by Asterisk"),
+                    result,
+                    reason: Some(reason),
                     detail: Some(serde_json::json!({ "error": e.to_string() })),
                     ..Default::default()
                 };
@@ -373,7 +391,7 @@ impl Engine {
                         attempt,
                         Some((claimed.lead, claimed.attempt_number)),
                         Some(&spec),
-                        AttemptStatus::Failed,
+                        status,
                         &change,
                     )
                     .await,
@@ -554,6 +572,9 @@ impl Engine {
         let claimed = &call.claimed;
         let (status, result, reason) = if call.canceled {
             (AttemptStatus::Canceled, None, "canceled")
+        } else if cause_txt == VANISHED && call.answered.is_none() {
+            // We cannot know how it ended; not a no-answer, so retry rules for `failed` apply.
+            (AttemptStatus::Failed, Some(AttemptResult::Failed), VANISHED)
         } else if call.operator.is_some() {
             (AttemptStatus::Completed, Some(AttemptResult::Success), "call ended")
         } else if call.answered.is_some() {
@@ -921,8 +942,7 @@ impl Engine {
         for channel in channels {
             if let Err(e) = self.ari.get_channel(&channel).await {
                 if e.is_not_found() {
-                    self.on_customer_gone(&channel, 0, "channel vanished during an ARI outage", None, Utc::now())
-                        .await;
+                    self.on_customer_gone(&channel, 0, VANISHED, None, Utc::now()).await;
                 }
             }
         }
