@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Sections an `OBZVON_…` variable may address; anything else in the environment is ignored.
-const SECTIONS: &[&str] = &["database", "ari", "http", "amqp", "log", "instance"];
+const SECTIONS: &[&str] = &["database", "ari", "http", "amqp", "log", "instance", "dialer"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,19 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub log: LogSettings,
     pub instance: InstanceSettings,
+    pub dialer: DialerSettings,
+}
+
+/// Defaults for single calls that name no campaign (click-to-call).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialerSettings {
+    /// Endpoint template; `{number}` becomes the E.164 number.
+    pub trunk: String,
+    pub caller_id: String,
+    pub dial_timeout_secs: u32,
+    /// ISO region for numbers written without a country code.
+    pub default_region: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +135,12 @@ fn defaults() -> serde_json::Value {
         },
         "log": { "format": "text", "filter": "info,sqlx=warn" },
         "instance": { "id": "" },
+        "dialer": {
+            "trunk": "PJSIP/{number}@trunk",
+            "caller_id": "74950000000",
+            "dial_timeout_secs": 30,
+            "default_region": "RU",
+        },
     })
 }
 
@@ -183,6 +202,15 @@ impl Settings {
         let amqp = self.amqp.url.expose_secret();
         if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
             problems.push("amqp.url must be an amqp:// URL".to_owned());
+        }
+        if !self.dialer.trunk.contains("{number}") {
+            problems.push("dialer.trunk must contain {number}, such as PJSIP/{number}@trunk".to_owned());
+        }
+        if !(5..=300).contains(&self.dialer.dial_timeout_secs) {
+            problems.push("dialer.dial_timeout_secs must be between 5 and 300".to_owned());
+        }
+        if crate::phone::Region::parse(&self.dialer.default_region).is_err() {
+            problems.push("dialer.default_region must be an ISO region such as RU".to_owned());
         }
         if problems.is_empty() {
             Ok(())

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 
 pub use error::ApiError;
 
-use crate::calls::engine::{CommandError, EngineHandle};
+use crate::calls::engine::{CommandError, EngineHandle, SingleCall};
 use crate::calls::store::{self as attempts, Disposition};
 use crate::calls::AttemptResult;
 use crate::campaigns::store::{self as campaigns, StoreError};
@@ -36,6 +36,16 @@ const JSON_LIMIT: usize = 32 * 1024 * 1024;
 pub struct ApiState {
     pub pool: PgPool,
     pub engine: EngineHandle,
+    pub single: SingleDefaults,
+}
+
+/// Trunk, caller ID, timeout and region for single calls that name no campaign.
+#[derive(Clone, Debug)]
+pub struct SingleDefaults {
+    pub trunk: String,
+    pub caller_id: String,
+    pub dial_timeout_secs: u32,
+    pub region: String,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -59,7 +69,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/operators/{id}/pause", post(pause_operator))
         .route("/api/v1/operators/{id}/ready", post(ready_operator))
+        .route("/api/v1/calls", post(create_call))
         .route("/api/v1/attempts/{id}", get(get_attempt))
+        .route("/api/v1/attempts/{id}/cancel", post(cancel_attempt))
         .route("/api/v1/attempts/{id}/disposition", post(set_disposition))
         .with_state(state)
 }
@@ -447,4 +459,110 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
     s.engine.disposition(id, d).await.map_err(command_error)?;
     let attempt = attempts::get(&s.pool, id).await?;
     Ok(Json(json!(attempt)))
+}
+
+// ---- single calls -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallInput {
+    operator_id: OperatorId,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    lead_id: Option<LeadId>,
+    /// Named: the campaign's trunk, caller ID and retry rules apply.
+    #[serde(default)]
+    campaign_id: Option<CampaignId>,
+    #[serde(default)]
+    caller_id: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    crm: Option<Value>,
+}
+
+/// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
+/// exists; refusals change nothing.
+async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input: CallInput = typed(json_body(&body)?)?;
+    let campaign = match input.campaign_id {
+        Some(id) => Some(campaigns::get(&s.pool, id).await.map_err(|e| match e {
+            StoreError::NotFound => ApiError::invalid("campaign_id", "no such campaign"),
+            other => store_error(other),
+        })?),
+        None => None,
+    };
+    let raw_phone = match (&input.phone, input.lead_id) {
+        (Some(phone), None) => phone.clone(),
+        (None, Some(lead)) => {
+            let lead = leads::get(&s.pool, lead)
+                .await?
+                .ok_or_else(|| ApiError::invalid("lead_id", "no such lead"))?;
+            if campaign.as_ref().is_some_and(|c| c.id != lead.campaign_id) {
+                return Err(ApiError::invalid("lead_id", "the lead belongs to another campaign"));
+            }
+            lead.phone
+        }
+        _ => return Err(ApiError::invalid("phone", "give either phone or lead_id")),
+    };
+    let region_code = input
+        .region
+        .clone()
+        .or_else(|| campaign.as_ref().map(|c| c.spec.default_region.clone()))
+        .unwrap_or_else(|| s.single.region.clone());
+    let region = Region::parse(&region_code).map_err(|e| ApiError::invalid("region", e.to_string()))?;
+    let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
+    if dnc::is_listed(&s.pool, &phone, input.campaign_id).await? {
+        return Err(ApiError::invalid("phone", "the number is on the do-not-call list"));
+    }
+    let (trunk, caller_id, timeout) = match &campaign {
+        Some(c) => (c.spec.trunk.clone(), c.spec.caller_id.clone(), c.spec.dial_timeout_secs),
+        None => (
+            s.single.trunk.clone(),
+            s.single.caller_id.clone(),
+            s.single.dial_timeout_secs,
+        ),
+    };
+    let caller_id = match input.caller_id {
+        Some(c) if c.trim().is_empty() || c.len() > 80 => {
+            return Err(ApiError::invalid("caller_id", "1 to 80 characters"))
+        }
+        Some(c) => c,
+        None => caller_id,
+    };
+    let attempt = AttemptId::new();
+    let call = SingleCall {
+        attempt,
+        operator: input.operator_id,
+        phone: phone.as_str().to_owned(),
+        lead: input.lead_id,
+        campaign: campaign.map(|c| (c.id, std::sync::Arc::new(c.spec))),
+        trunk,
+        caller_id,
+        dial_timeout_secs: timeout,
+        correlation_id: input.correlation_id,
+        crm: input.crm.unwrap_or_else(|| json!({})),
+    };
+    s.engine.single_call(call).await.map_err(command_error)?;
+    let view = attempts::get(&s.pool, attempt).await?;
+    Ok((StatusCode::CREATED, Json(json!(view))))
+}
+
+/// Stops a live attempt: the customer leg (and a ringing operator leg) is hung up, status
+/// `canceled`.
+async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id: AttemptId = parse_id(&id, "attempt")?;
+    let attempt = attempts::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
+    if !s.engine.cancel(id).await {
+        return Err(ApiError::Conflict(format!(
+            "the attempt is {}; only live calls can be canceled",
+            attempt.status
+        )));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "canceling" }))))
 }

@@ -375,6 +375,23 @@ impl AriClient {
         .await
     }
 
+    /// Plays `media` to everyone in the bridge (e.g. `tone:ring` while a customer is rung).
+    pub async fn play_bridge(&self, bridge_id: &str, media: &str, playback_id: &str) -> Result<Playback, AriError> {
+        let query = [("media", media.to_owned()), ("playbackId", playback_id.to_owned())];
+        self.call(
+            Method::POST,
+            &format!("bridges/{}/play", seg(bridge_id)),
+            &query,
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn stop_playback(&self, playback_id: &str) -> Result<(), AriError> {
+        self.call_empty(Method::DELETE, &format!("playbacks/{}", seg(playback_id)), &[])
+            .await
+    }
+
     /// Stops a live recording and keeps the file.
     pub async fn stop_recording(&self, name: &str) -> Result<(), AriError> {
         self.call_empty(Method::POST, &format!("recordings/live/{}/stop", seg(name)), &[])

@@ -371,3 +371,71 @@ pub async fn live_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<(Att
     .fetch_all(pool)
     .await
 }
+
+/// A single call (click-to-call) about to be placed.
+pub struct NewSingle<'a> {
+    pub attempt: AttemptId,
+    pub operator: OperatorId,
+    pub phone: &'a str,
+    pub caller_id: &'a str,
+    pub lead: Option<LeadId>,
+    pub campaign: Option<CampaignId>,
+    pub correlation_id: Option<&'a str>,
+    pub crm: &'a serde_json::Value,
+    pub instance: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the number is already in a live call")]
+    NumberBusy,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Inserts a single call's attempt (`init`) and, when a campaign is named, counts it on the
+/// lead like a campaign attempt. Refused whole if the number is already in a live call.
+pub async fn create_single(pool: &PgPool, n: &NewSingle<'_>) -> Result<(), CreateError> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO attempts (id, lead_id, campaign_id, operator_id, phone_e164, caller_id, kind, status,
+             correlation_id, crm, instance)
+         VALUES ($1, $2, $3, $4, $5, $6, 'click-to-call', 'init', $7, $8, $9)",
+    )
+    .bind(n.attempt)
+    .bind(n.lead)
+    .bind(n.campaign)
+    .bind(n.operator)
+    .bind(n.phone)
+    .bind(n.caller_id)
+    .bind(n.correlation_id)
+    .bind(n.crm)
+    .bind(n.instance)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        let busy = e.as_database_error().and_then(|d| d.constraint()) == Some("attempts_one_live_per_number");
+        return Err(if busy { CreateError::NumberBusy } else { e.into() });
+    }
+    log(
+        &mut tx,
+        n.attempt,
+        None,
+        AttemptStatus::Init,
+        None,
+        Some("click-to-call"),
+        None,
+    )
+    .await?;
+    if let (Some(lead), Some(_)) = (n.lead, n.campaign) {
+        sqlx::query(
+            "UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
+                 updated_at = now() WHERE id = $1",
+        )
+        .bind(lead)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

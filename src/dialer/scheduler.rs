@@ -279,8 +279,8 @@ pub async fn claim(
             report.claimed.push(*attempt);
             claimed.push(Claimed {
                 attempt: *attempt,
-                lead: c.id,
-                campaign: campaign.id,
+                lead: Some(c.id),
+                campaign: Some(campaign.id),
                 phone: c.phone_e164.clone(),
                 spec: Arc::new(CampaignSpec::default()),
                 attempt_number: (c.attempts_count + 1).max(1) as u32,

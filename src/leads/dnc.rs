@@ -54,3 +54,14 @@ pub async fn remove(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
         .rows_affected()
         > 0)
 }
+
+/// Whether the number may not be called, globally or for `campaign`.
+pub async fn is_listed(pool: &PgPool, phone: &PhoneNumber, campaign: Option<CampaignId>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dnc WHERE phone_e164 = $1 AND (campaign_id IS NULL OR campaign_id = $2))",
+    )
+    .bind(phone.as_str())
+    .bind(campaign)
+    .fetch_one(pool)
+    .await
+}

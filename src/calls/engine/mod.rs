@@ -18,6 +18,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+mod single;
+
+pub use single::SingleCall;
+
 use super::store::{self, Change, Disposition};
 use super::{classify_unanswered, AttemptResult, AttemptStatus};
 use crate::ari::models::ChannelState;
@@ -38,8 +42,10 @@ const LIVE: [AttemptStatus; 3] = [AttemptStatus::Init, AttemptStatus::Ringing, A
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub attempt: AttemptId,
-    pub lead: LeadId,
-    pub campaign: CampaignId,
+    /// None for a single call to a bare number.
+    pub lead: Option<LeadId>,
+    /// None for a single call outside any campaign (no retries then).
+    pub campaign: Option<CampaignId>,
     pub phone: String,
     pub spec: Arc<CampaignSpec>,
     /// The lead's attempts including this one.
@@ -86,6 +92,7 @@ enum Msg {
     SetPaused(OperatorId, bool, oneshot::Sender<Result<OperatorState, CommandError>>),
     Disposition(AttemptId, Disposition, oneshot::Sender<Result<(), CommandError>>),
     Cancel(AttemptId, oneshot::Sender<bool>),
+    Single(Box<SingleCall>, oneshot::Sender<Result<(), CommandError>>),
 }
 
 /// How the rest of the app talks to the engine.
@@ -121,6 +128,11 @@ impl EngineHandle {
 
     pub async fn disposition(&self, attempt: AttemptId, d: Disposition) -> Result<(), CommandError> {
         self.ask(|tx| Msg::Disposition(attempt, d, tx)).await
+    }
+
+    /// Places a single call for an operator (click-to-call); Ok once the attempt exists.
+    pub async fn single_call(&self, call: SingleCall) -> Result<(), CommandError> {
+        self.ask(|tx| Msg::Single(Box::new(call), tx)).await
     }
 
     /// Hangs up a live attempt of this instance; false if it holds no such call.
@@ -169,6 +181,7 @@ struct Call {
     hangup_at: Option<Instant>,
     canceled: bool,
     recording: Option<String>,
+    single: Option<single::Single>,
 }
 
 pub struct Engine {
@@ -180,6 +193,8 @@ pub struct Engine {
     /// Session calls we placed to operator phones, waiting for an answer.
     pending_sessions: HashMap<String, OperatorId>,
     calls: HashMap<String, Call>,
+    /// Legs ringing a logged-out operator for a single call → that call's customer channel.
+    single_operator_legs: HashMap<String, String>,
     round_robin: HashMap<CampaignId, OperatorId>,
     wake: Arc<Notify>,
     ari_connected: bool,
@@ -202,6 +217,7 @@ pub fn spawn(
         session_channels: HashMap::new(),
         pending_sessions: HashMap::new(),
         calls: HashMap::new(),
+        single_operator_legs: HashMap::new(),
         round_robin: HashMap::new(),
         wake: wake.clone(),
         ari_connected: false,
@@ -288,12 +304,24 @@ impl Engine {
                 let found = match self.calls.get_mut(&channel) {
                     Some(call) => {
                         call.canceled = true;
+                        let operator_leg = call
+                            .single
+                            .as_ref()
+                            .filter(|s| !s.customer_dialled)
+                            .and_then(|s| s.operator_channel.clone());
                         let _ = self.ari.hangup(&channel, HangupReason::Normal).await;
+                        // A logged-out operator still being rung: ending that leg ends the call.
+                        if let Some(leg) = operator_leg {
+                            let _ = self.ari.hangup(&leg, HangupReason::Normal).await;
+                        }
                         true
                     }
                     None => false,
                 };
                 let _ = reply.send(found);
+            }
+            Msg::Single(call, reply) => {
+                let _ = reply.send(self.start_single(*call).await);
             }
         }
     }
@@ -312,7 +340,10 @@ impl Engine {
             .collect();
         let mut campaigns: HashMap<CampaignId, CampaignLoad> = HashMap::new();
         for call in self.calls.values() {
-            let load = campaigns.entry(call.claimed.campaign).or_default();
+            let Some(campaign) = call.claimed.campaign else {
+                continue;
+            };
+            let load = campaigns.entry(campaign).or_default();
             load.live += 1;
             if call.operator.is_none() {
                 load.dialing += 1;
@@ -329,7 +360,7 @@ impl Engine {
         let spec = claimed.spec.clone();
         let mut variables = std::collections::BTreeMap::new();
         variables.insert("CDR(userfield)".to_owned(), attempt.to_string());
-        variables.insert("CHANNEL(accountcode)".to_owned(), claimed.campaign.to_string());
+        variables.insert("CHANNEL(accountcode)".to_owned(), accountcode(claimed.campaign));
         let request = Originate {
             endpoint: spec.trunk.replace("{number}", &claimed.phone),
             channel_id: Some(channel.clone()),
@@ -351,6 +382,7 @@ impl Engine {
                 hangup_at: None,
                 canceled: false,
                 recording: None,
+                single: None,
             },
         );
         match self.ari.originate(&request).await {
@@ -367,7 +399,7 @@ impl Engine {
                 tracing::warn!(attempt.id = %attempt, error = %e, "attempt already dialling; not dialled twice")
             }
             Err(e) => {
-                tracing::warn!(attempt.id = %attempt, campaign.id = %claimed.campaign, error = %e, "originate failed");
+                tracing::warn!(attempt.id = %attempt, campaign.id = ?claimed.campaign, error = %e, "originate failed");
                 self.calls.remove(&channel);
                 // Asterisk unreachable: nothing was dialled, so the lead goes back unharmed.
                 // Asterisk refused (4xx/5xx): the attempt failed and follows the retry rules.
@@ -389,7 +421,7 @@ impl Engine {
                     store::finish(
                         &self.pool,
                         attempt,
-                        Some((claimed.lead, claimed.attempt_number)),
+                        claimed.lead.map(|l| (l, claimed.attempt_number)),
                         Some(&spec),
                         status,
                         &change,
@@ -418,6 +450,8 @@ impl Engine {
             self.on_customer_event(&channel, event).await;
         } else if let Some(op) = self.session_channels.get(&channel).copied() {
             self.on_session_event(op, &channel, event).await;
+        } else if let Some(customer) = self.single_operator_legs.get(&channel).cloned() {
+            self.on_single_operator_event(&customer, &channel, event).await;
         } else if let EventKind::StasisStart(start) = &event.kind {
             self.on_new_channel(&channel, start).await;
         } else if let EventKind::ChannelDestroyed(_) = &event.kind {
@@ -429,6 +463,10 @@ impl Engine {
 
     async fn on_customer_event(&mut self, channel: &str, event: Event) {
         let attempt = self.calls[channel].claimed.attempt;
+        if self.calls[channel].single.is_some() && !matches!(event.kind, EventKind::ChannelDestroyed(_)) {
+            self.on_single_customer_event(channel, event).await;
+            return;
+        }
         match event.kind {
             EventKind::ChannelStateChange(c) if c.channel.state == ChannelState::Ringing => {
                 let call = self.calls.get_mut(channel).expect("checked");
@@ -488,7 +526,9 @@ impl Engine {
             return false;
         }
         let spec = call.claimed.spec.clone();
-        let campaign = call.claimed.campaign;
+        let Some(campaign) = call.claimed.campaign else {
+            return false;
+        };
         let attempt = call.claimed.attempt;
         let Some(op) = self.pick_operator(campaign, &spec, call.claimed.preferred_operator) else {
             return false;
@@ -601,7 +641,7 @@ impl Engine {
             store::finish(
                 &self.pool,
                 claimed.attempt,
-                Some((claimed.lead, claimed.attempt_number)),
+                claimed.lead.map(|l| (l, claimed.attempt_number)),
                 Some(&claimed.spec),
                 status,
                 &change,
@@ -610,7 +650,7 @@ impl Engine {
         );
         metrics::counter!(
             crate::metrics::ATTEMPTS,
-            "campaign" => claimed.campaign.to_string(),
+            "campaign" => accountcode(claimed.campaign),
             "status" => status.as_str(),
             "result" => result.map_or("none", |r| r.as_str())
         )
@@ -624,6 +664,10 @@ impl Engine {
         }
         if let Some(op) = call.operator {
             self.start_wrap_up(op, &claimed.spec).await;
+        }
+        if let Some(single) = &call.single {
+            let _ = self.ari.stop_playback(&single::ring_id(claimed.attempt)).await;
+            self.release_single(single, call.answered.is_some()).await;
         }
         self.wake.notify_one();
     }
@@ -1038,6 +1082,11 @@ pub async fn recover_after_restart(pool: &PgPool, ari: &AriClient, instance: &st
         tracing::warn!(attempt.id = %attempt, "attempt from a previous run canceled; its lead is queued again");
     }
     Ok(())
+}
+
+/// The CDR account code: the campaign, or `single` for calls outside campaigns.
+fn accountcode(campaign: Option<CampaignId>) -> String {
+    campaign.map_or_else(|| "single".to_owned(), |c| c.to_string())
 }
 
 /// Which ready operator takes a call: the preferred one (a callback) if eligible, else by the
