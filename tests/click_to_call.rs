@@ -272,3 +272,213 @@ async fn refusals_are_clear_and_create_nothing() {
     server.call(Method::POST, &format!("/attempts/{id}/cancel"), None).await;
     server.stop().await;
 }
+
+async fn wait_offer(server: &Server, op: &str, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let q = server.get(&format!("/operators/{op}/queue")).await;
+        if q["offered"].is_object() {
+            return q;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lead offered within {limit:?}: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn attempt_for_lead(server: &Server, lead: &str, limit: Duration) -> (chrono::DateTime<chrono::Utc>, String) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let row: Option<(chrono::DateTime<chrono::Utc>, String)> =
+            sqlx::query_as("SELECT created_at, status FROM attempts WHERE lead_id = $1::uuid")
+                .bind(lead)
+                .fetch_optional(&server.pool)
+                .await
+                .unwrap();
+        if let Some(row) = row {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lead {lead} not dialled within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_ended(server: &Server, lead: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let state: String = sqlx::query_scalar("SELECT state FROM leads WHERE id = $1::uuid")
+            .bind(lead)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+        if state == "done" {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "lead {lead} is {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn preview_offers_leads_one_by_one_dialled_by_key_by_rest_skipped_and_auto_dialled() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon-test-prev1").await;
+    // The phone presses 1 four seconds into the session: that dials the first offer.
+    let op = server.operator("Pia", "PJSIP/op1").await;
+    let _phone = operator_phone(1, &["1;4000;-;0;0"]);
+    server
+        .call(Method::POST, &format!("/operators/{op}/session"), None)
+        .await;
+    server
+        .wait_operators("session ready", Duration::from_secs(10), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+    let campaign = server
+        .post(
+            "/campaigns",
+            json!({"name": "preview", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
+                   "pacing": {"mode": "preview"}, "wrap_up_secs": 1,
+                   "preview": {"auto_dial_secs": 6, "reservation_secs": 60, "skip_delay_secs": 600}}),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let csv = format!(
+        "phone,name,priority\n{},A,40\n{},B,30\n{},C,20\n{},D,10\n",
+        number(1, 0, 1),
+        number(1, 0, 1),
+        number(1, 0, 1),
+        number(1, 0, 1)
+    );
+    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+
+    // A: offered first (highest priority); the phone key dials it before the auto-dial.
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    assert_eq!(q["offered"]["name"], "A", "{q}");
+    assert_eq!(q["state"], "reserved");
+    assert_eq!(q["next"].as_array().unwrap().len(), 3, "B, C, D wait: {q}");
+    assert!(q["offered"]["auto_dial_at"].is_string());
+    let offered_at = chrono::Utc::now();
+    let a = q["offered"]["lead_id"].as_str().unwrap().to_owned();
+    let (created, _) = attempt_for_lead(&server, &a, Duration::from_secs(8)).await;
+    assert!(
+        created - offered_at < chrono::Duration::seconds(5),
+        "dialled by the key, not by the timer"
+    );
+    wait_ended(&server, &a).await;
+
+    // B: dialled over REST at once.
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    assert_eq!(q["offered"]["name"], "B", "{q}");
+    let dialled = server.post(&format!("/operators/{op}/queue/dial"), json!({})).await;
+    assert_eq!(dialled["kind"], "click-to-call");
+    assert_eq!(dialled["lead_id"], q["offered"]["lead_id"]);
+    let b = q["offered"]["lead_id"].as_str().unwrap().to_owned();
+    wait_ended(&server, &b).await;
+
+    // C: skipped with a reason; it comes back later.
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    assert_eq!(q["offered"]["name"], "C", "{q}");
+    let c = q["offered"]["lead_id"].as_str().unwrap().to_owned();
+    server
+        .post(
+            &format!("/operators/{op}/queue/skip"),
+            json!({"reason": "customer asked for an email"}),
+        )
+        .await;
+    let (state, next_at): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT state, next_attempt_at FROM leads WHERE id = $1::uuid")
+            .bind(&c)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "scheduled");
+    assert!(next_at > chrono::Utc::now() + chrono::Duration::seconds(500));
+    let reason: String =
+        sqlx::query_scalar("SELECT after->>'reason' FROM audit_log WHERE action = 'lead.skip' AND entity_id = $1")
+            .bind(&c)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "customer asked for an email");
+
+    // D: nobody acts; it is dialled by itself after the preview time.
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    assert_eq!(q["offered"]["name"], "D", "{q}");
+    let offered_at = chrono::Utc::now();
+    let d = q["offered"]["lead_id"].as_str().unwrap().to_owned();
+    let (created, _) = attempt_for_lead(&server, &d, Duration::from_secs(10)).await;
+    let waited = created - offered_at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(5500),
+        "auto-dialled after {waited}, preview time 6 s"
+    );
+    wait_ended(&server, &d).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let q = server.get(&format!("/operators/{op}/queue")).await;
+    assert!(q["offered"].is_null(), "nothing left to offer: {q}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_offer_nobody_acts_on_lapses_returns_the_lead_and_pauses_the_operator() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon-test-prev2").await;
+    let (op, _phone) = session(&server, "Lev", 2).await;
+    let campaign = server
+        .post(
+            "/campaigns",
+            json!({"name": "lapse", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
+                   "pacing": {"mode": "preview"}, "preview": {"reservation_secs": 10}}),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    server
+        .post_csv(
+            &format!("/campaigns/{id}/leads"),
+            format!("phone\n{}\n", number(1, 0, 1)),
+        )
+        .await;
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    let lead = q["offered"]["lead_id"].as_str().unwrap().to_owned();
+    server
+        .wait_operators("paused after the offer lapsed", Duration::from_secs(15), |ops| {
+            ops[0]["state"] == "paused"
+        })
+        .await;
+    let (state, reserved): (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT state, reserved_by FROM leads WHERE id = $1::uuid")
+            .bind(&lead)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), reserved), ("pending", None), "the lead is free again");
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0);
+    // Ready again: the lead is offered anew.
+    server.post(&format!("/operators/{op}/ready"), json!({})).await;
+    let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
+    assert_eq!(q["offered"]["lead_id"], lead.as_str());
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/operators/{op}/queue/skip"),
+            Some(json!({"reason": ""})),
+        )
+        .await;
+    assert_eq!(status, 422, "a skip needs a reason");
+    server.stop().await;
+}

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 
 pub use error::ApiError;
 
-use crate::calls::engine::{CommandError, EngineHandle, SingleCall};
+use crate::calls::engine::{CommandError, EngineHandle, OfferAction, SingleCall};
 use crate::calls::store::{self as attempts, Disposition};
 use crate::calls::AttemptResult;
 use crate::campaigns::store::{self as campaigns, StoreError};
@@ -67,6 +67,9 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/operators/{id}/session",
             post(start_session).delete(end_session),
         )
+        .route("/api/v1/operators/{id}/queue", get(operator_queue))
+        .route("/api/v1/operators/{id}/queue/dial", post(dial_offered))
+        .route("/api/v1/operators/{id}/queue/skip", post(skip_offered))
         .route("/api/v1/operators/{id}/pause", post(pause_operator))
         .route("/api/v1/operators/{id}/ready", post(ready_operator))
         .route("/api/v1/calls", post(create_call))
@@ -565,4 +568,76 @@ async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
         )));
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "canceling" }))))
+}
+
+// ---- preview queue ----------------------------------------------------------------------------
+
+/// The operator's preview queue: the lead offered now (if any), then the next few due leads of
+/// the preview campaigns they work.
+async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let op = operators::get(&s.pool, id).await.map_err(operator_error)?;
+    let offered: Option<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object('lead_id', l.id, 'campaign_id', l.campaign_id, 'phone', l.phone_e164,
+                    'name', l.name, 'external_id', l.external_id, 'fields', l.fields,
+                    'attempts_count', l.attempts_count, 'reserved_until', l.reserved_until,
+                    'auto_dial_at', CASE WHEN (c.settings->'preview'->>'auto_dial_secs')::int > 0
+                        THEN l.reserved_until - make_interval(secs => (c.settings->'preview'->>'reservation_secs')::int)
+                             + make_interval(secs => (c.settings->'preview'->>'auto_dial_secs')::int) END)
+         FROM leads l JOIN campaigns c ON c.id = l.campaign_id
+         WHERE l.reserved_by = $1 AND l.reserved_until > now()",
+    )
+    .bind(id)
+    .fetch_optional(&s.pool)
+    .await?;
+    let next: Vec<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object('lead_id', l.id, 'campaign_id', l.campaign_id, 'phone', l.phone_e164,
+                    'name', l.name, 'external_id', l.external_id, 'next_attempt_at', l.next_attempt_at)
+         FROM leads l JOIN campaigns c ON c.id = l.campaign_id
+         WHERE c.state = 'running' AND c.settings->'pacing'->>'mode' = 'preview'
+           AND (jsonb_array_length(c.settings->'operators') = 0 OR c.settings->'operators' ? $1::text)
+           AND l.state IN ('pending', 'scheduled') AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+           AND (l.reserved_until IS NULL OR l.reserved_until <= now())
+         ORDER BY l.priority DESC, l.next_attempt_at NULLS FIRST, l.created_at, l.id
+         LIMIT 5",
+    )
+    .bind(id.to_string())
+    .fetch_all(&s.pool)
+    .await?;
+    Ok(Json(
+        json!({ "operator_id": id, "state": op.state, "offered": offered, "next": next }),
+    ))
+}
+
+async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let attempt = s
+        .engine
+        .offer_action(id, OfferAction::Dial)
+        .await
+        .map_err(command_error)?;
+    let view = match attempt {
+        Some(a) => json!(attempts::get(&s.pool, a).await?),
+        None => Value::Null,
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkipInput {
+    reason: String,
+}
+
+async fn skip_offered(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let id: OperatorId = parse_id(&id, "operator")?;
+    let input: SkipInput = typed(json_body(&body)?)?;
+    if input.reason.trim().is_empty() || input.reason.len() > 500 {
+        return Err(ApiError::invalid("reason", "1 to 500 characters"));
+    }
+    s.engine
+        .offer_action(id, OfferAction::Skip(input.reason))
+        .await
+        .map_err(command_error)?;
+    Ok(Json(json!({ "skipped": true })))
 }

@@ -430,7 +430,7 @@ pub async fn create_single(pool: &PgPool, n: &NewSingle<'_>) -> Result<(), Creat
     if let (Some(lead), Some(_)) = (n.lead, n.campaign) {
         sqlx::query(
             "UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
-                 updated_at = now() WHERE id = $1",
+                 reserved_by = NULL, reserved_until = NULL, updated_at = now() WHERE id = $1",
         )
         .bind(lead)
         .execute(&mut *tx)

@@ -24,6 +24,8 @@ pub struct CampaignSpec {
     pub default_region: String,
     pub enabled: bool,
     pub pacing: Pacing,
+    /// Preview mode: how offers to operators behave.
+    pub preview: Preview,
     pub dial_timeout_secs: u32,
     pub max_attempts: u32,
     /// Seconds before a lead is tried again after this result; results not listed are final.
@@ -52,6 +54,27 @@ pub struct Pacing {
     pub mode: PacingMode,
     /// Progressive: calls in flight per ready operator.
     pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preview {
+    /// Seconds after the offer when the lead is dialled by itself; 0 = only on request.
+    pub auto_dial_secs: u32,
+    /// How long an offer holds the lead; then the lead is free and the operator paused.
+    pub reservation_secs: u32,
+    /// A skipped lead comes back after this long.
+    pub skip_delay_secs: u64,
+}
+
+impl Default for Preview {
+    fn default() -> Self {
+        Preview {
+            auto_dial_secs: 0,
+            reservation_secs: 120,
+            skip_delay_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +113,7 @@ impl Default for CampaignSpec {
             default_region: "RU".to_owned(),
             enabled: true,
             pacing: Pacing::default(),
+            preview: Preview::default(),
             dial_timeout_secs: 30,
             max_attempts: 3,
             retry_delays_secs: BTreeMap::from([
@@ -172,10 +196,20 @@ impl CampaignSpec {
             bad("default_region", "not an ISO 3166 region such as RU");
         }
         match self.pacing.mode {
-            PacingMode::Progressive => {}
-            PacingMode::Preview | PacingMode::Predictive => {
-                bad("pacing.mode", "only progressive is available in this version")
-            }
+            PacingMode::Progressive | PacingMode::Preview => {}
+            PacingMode::Predictive => bad(
+                "pacing.mode",
+                "predictive is not available yet; use progressive or preview",
+            ),
+        }
+        if !(10..=3600).contains(&self.preview.reservation_secs) {
+            bad("preview.reservation_secs", "must be between 10 and 3600");
+        }
+        if self.preview.auto_dial_secs >= self.preview.reservation_secs {
+            bad(
+                "preview.auto_dial_secs",
+                "must be below preview.reservation_secs (0 = never)",
+            );
         }
         if !(self.pacing.ratio > 0.0 && self.pacing.ratio <= 5.0) {
             bad("pacing.ratio", "must be above 0 and at most 5");
@@ -293,6 +327,7 @@ mod tests {
         let mut v = valid();
         v["timezone"] = json!("Mars/Olympus");
         v["pacing"] = json!({"mode": "predictive", "ratio": 0});
+        v["preview"] = json!({"auto_dial_secs": 500});
         v["dial_timeout_secs"] = json!(1);
         v["retry_delays_secs"] = json!({"success": 5});
         v["disposition_keys"] = json!({"0": "success"});
@@ -302,6 +337,7 @@ mod tests {
             "timezone",
             "pacing.mode",
             "pacing.ratio",
+            "preview.auto_dial_secs",
             "dial_timeout_secs",
             "retry_delays_secs.success",
             "disposition_keys.0",

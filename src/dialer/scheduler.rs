@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::pacing::{calls_to_place, PacingInput, RateLimiter};
 use super::window;
-use crate::calls::engine::{Claimed, EngineHandle};
-use crate::campaigns::spec::CampaignSpec;
+use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
+use crate::campaigns::spec::{CampaignSpec, PacingMode};
 use crate::campaigns::store::{self as campaigns, Campaign};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+use crate::leads::store::release_reservation;
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -99,8 +100,13 @@ impl Scheduler {
             return Ok(0);
         };
         let mut placed = 0;
+        let mut offered = HashSet::new();
         for campaign in running {
             let spec = Arc::new(campaign.spec.clone());
+            if spec.pacing.mode == PacingMode::Preview {
+                placed += self.offer_previews(&campaign, &spec, &snapshot, &mut offered).await?;
+                continue;
+            }
             let load = snapshot.campaigns.get(&campaign.id).copied().unwrap_or_default();
             let eligible = snapshot
                 .ready
@@ -142,6 +148,70 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// Preview: each eligible ready operator without an offer gets the next due lead, reserved
+    /// for them for the campaign's reservation time.
+    async fn offer_previews(
+        &mut self,
+        campaign: &Campaign,
+        spec: &Arc<CampaignSpec>,
+        snapshot: &Snapshot,
+        offered: &mut HashSet<OperatorId>,
+    ) -> anyhow::Result<usize> {
+        let mut count = 0;
+        for op in &snapshot.ready {
+            let eligible = (spec.operators.is_empty() || spec.operators.contains(&op.id))
+                && spec.skills.iter().all(|s| op.skills.contains(s));
+            if !eligible || offered.contains(&op.id) {
+                continue;
+            }
+            let until = Utc::now() + chrono::Duration::seconds(i64::from(spec.preview.reservation_secs));
+            let Some((lead, phone)) = reserve(&self.pool, campaign, op.id, until, Utc::now()).await? else {
+                break;
+            };
+            offered.insert(op.id);
+            let offer = Offer {
+                operator: op.id,
+                lead,
+                campaign: campaign.id,
+                spec: spec.clone(),
+                phone,
+            };
+            if self.engine.offer(offer).await {
+                count += 1;
+            } else {
+                release_reservation(&self.pool, lead, op.id).await?;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Reserves the next due lead of a preview campaign for `operator` until `until`.
+pub async fn reserve(
+    pool: &PgPool,
+    campaign: &Campaign,
+    operator: OperatorId,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<(LeadId, String)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut report = ClaimReport::default();
+    let chosen = select_due(&mut tx, campaign, 1, now, &mut report).await?;
+    let Some(lead) = chosen.into_iter().next() else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    sqlx::query("UPDATE leads SET reserved_by = $2, reserved_until = $3, updated_at = now() WHERE id = $1")
+        .bind(lead.id)
+        .bind(operator)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some((lead.id, lead.phone_e164)))
+}
+
 #[derive(sqlx::FromRow)]
 struct Candidate {
     id: LeadId,
@@ -153,22 +223,18 @@ struct Candidate {
     number_busy: bool,
 }
 
-/// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
-/// transaction. Leads on the DNC list become `dnc`; leads outside their calling window are
-/// rescheduled to its next opening; leads whose number is in a live call elsewhere wait.
-pub async fn claim(
-    pool: &PgPool,
+/// Locks up to `n` due leads of `campaign` (in `tx`) that may be called now. On the way, leads
+/// on the DNC list become `dnc` and leads outside their calling window are rescheduled to its
+/// next opening; leads whose number is in a live call elsewhere, or reserved for a preview,
+/// wait.
+async fn select_due(
+    tx: &mut Transaction<'_, Postgres>,
     campaign: &Campaign,
     n: usize,
-    instance: &str,
     now: DateTime<Utc>,
-) -> Result<(Vec<Claimed>, ClaimReport), sqlx::Error> {
-    let mut report = ClaimReport::default();
-    if n == 0 {
-        return Ok((Vec::new(), report));
-    }
+    report: &mut ClaimReport,
+) -> Result<Vec<Candidate>, sqlx::Error> {
     let spec = &campaign.spec;
-    let mut tx = pool.begin().await?;
     // DNC and "number already in a live call" are checked for the rows the scan returns only.
     let candidates: Vec<Candidate> = sqlx::query_as(
         "SELECT l.id, l.phone_e164, l.timezone, l.attempts_count, l.callback_operator_id,
@@ -179,6 +245,7 @@ pub async fn claim(
          FROM leads l
          WHERE l.campaign_id = $1 AND l.state IN ('pending', 'scheduled')
            AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= $2)
+           AND (l.reserved_until IS NULL OR l.reserved_until <= $2)
          ORDER BY l.priority DESC, l.next_attempt_at NULLS FIRST, l.created_at, l.id
          LIMIT $3 FOR UPDATE OF l SKIP LOCKED",
     )
@@ -188,24 +255,21 @@ pub async fn claim(
     // here is locked (a write), so the margin stays small. Skipped leads change state and do
     // not come back, so the next tick claims what this one could not.
     .bind((n + 8) as i64)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    if candidates.is_empty() {
-        return Ok((Vec::new(), report));
-    }
 
     let campaign_tz = spec.tz();
     let mut to_dnc = Vec::new();
     let mut reschedule: Vec<(LeadId, DateTime<Utc>)> = Vec::new();
-    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut chosen: Vec<Candidate> = Vec::new();
     let mut phones_taken = HashSet::new();
-    for c in &candidates {
+    for c in candidates {
         if c.on_dnc {
             to_dnc.push(c.id);
             report.dnc += 1;
             continue;
         }
-        if c.number_busy || !phones_taken.insert(c.phone_e164.as_str()) {
+        if c.number_busy || !phones_taken.insert(c.phone_e164.clone()) {
             report.number_busy += 1;
             continue;
         }
@@ -234,7 +298,7 @@ pub async fn claim(
     if !to_dnc.is_empty() {
         sqlx::query("UPDATE leads SET state = 'dnc', next_attempt_at = NULL, updated_at = now() WHERE id = ANY($1)")
             .bind(&to_dnc)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
     if !reschedule.is_empty() {
@@ -245,9 +309,29 @@ pub async fn claim(
         )
         .bind(&ids)
         .bind(&times)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
+    Ok(chosen)
+}
+
+/// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
+/// transaction (see `select_due` for what is skipped on the way).
+pub async fn claim(
+    pool: &PgPool,
+    campaign: &Campaign,
+    n: usize,
+    instance: &str,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Claimed>, ClaimReport), sqlx::Error> {
+    let mut report = ClaimReport::default();
+    if n == 0 {
+        return Ok((Vec::new(), report));
+    }
+    let spec = &campaign.spec;
+    let mut tx = pool.begin().await?;
+    let chosen = select_due(&mut tx, campaign, n, now, &mut report).await?;
+
     let mut claimed = Vec::with_capacity(chosen.len());
     if !chosen.is_empty() {
         let leads: Vec<LeadId> = chosen.iter().map(|c| c.id).collect();

@@ -188,6 +188,49 @@ pub async fn apply_step(
     Ok(())
 }
 
+/// Frees a lead reserved for `operator` (an offer that lapsed or was withdrawn).
+pub async fn release_reservation(pool: &PgPool, lead: LeadId, operator: OperatorId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE leads SET reserved_by = NULL, reserved_until = NULL, updated_at = now() WHERE id = $1 AND reserved_by = $2")
+        .bind(lead)
+        .bind(operator)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// An operator skipped an offered lead: it comes back after `delay_secs`, and the reason is
+/// kept in the audit log.
+pub async fn skip_reserved(
+    pool: &PgPool,
+    lead: LeadId,
+    operator: OperatorId,
+    delay_secs: u64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE leads SET reserved_by = NULL, reserved_until = NULL, state = 'scheduled',
+             next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND reserved_by = $2",
+    )
+    .bind(lead)
+    .bind(operator)
+    .bind(delay_secs as f64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (actor, action, entity_type, entity_id, after)
+         VALUES ($1, 'lead.skip', 'lead', $2, jsonb_build_object('reason', $3::text))",
+    )
+    .bind(format!("operator:{operator}"))
+    .bind(lead.to_string())
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+mod preview;
 mod single;
 
+pub use preview::{Offer, OfferAction};
 pub use single::SingleCall;
 
 use super::store::{self, Change, Disposition};
@@ -93,6 +95,12 @@ enum Msg {
     Disposition(AttemptId, Disposition, oneshot::Sender<Result<(), CommandError>>),
     Cancel(AttemptId, oneshot::Sender<bool>),
     Single(Box<SingleCall>, oneshot::Sender<Result<(), CommandError>>),
+    Offer(Box<Offer>, oneshot::Sender<bool>),
+    OfferAction(
+        OperatorId,
+        OfferAction,
+        oneshot::Sender<Result<Option<AttemptId>, CommandError>>,
+    ),
 }
 
 /// How the rest of the app talks to the engine.
@@ -135,6 +143,20 @@ impl EngineHandle {
         self.ask(|tx| Msg::Single(Box::new(call), tx)).await
     }
 
+    /// Offers a reserved lead to a ready operator (preview); false if they cannot take it now.
+    pub async fn offer(&self, offer: Offer) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Offer(Box::new(offer), tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Dials or skips the lead offered to an operator; the attempt when dialled.
+    pub async fn offer_action(&self, op: OperatorId, action: OfferAction) -> Result<Option<AttemptId>, CommandError> {
+        self.ask(|tx| Msg::OfferAction(op, action, tx)).await
+    }
+
     /// Hangs up a live attempt of this instance; false if it holds no such call.
     pub async fn cancel(&self, attempt: AttemptId) -> bool {
         let (tx, rx) = oneshot::channel();
@@ -169,6 +191,8 @@ struct Session {
     attempt: Option<AttemptId>,
     wrap_until: Option<Instant>,
     disposition_keys: Option<Arc<CampaignSpec>>,
+    /// Preview: the lead offered to this operator.
+    offer: Option<preview::Offered>,
 }
 
 struct Call {
@@ -322,6 +346,12 @@ impl Engine {
             }
             Msg::Single(call, reply) => {
                 let _ = reply.send(self.start_single(*call).await);
+            }
+            Msg::Offer(offer, reply) => {
+                let _ = reply.send(self.take_offer(*offer).await);
+            }
+            Msg::OfferAction(op, action, reply) => {
+                let _ = reply.send(self.offer_action(op, action).await);
             }
         }
     }
@@ -775,6 +805,7 @@ impl Engine {
                 attempt: None,
                 wrap_until: None,
                 disposition_keys: None,
+                offer: None,
             },
         );
         self.write(
@@ -794,10 +825,11 @@ impl Engine {
         match event.kind {
             EventKind::ChannelDtmfReceived(key) => self.on_key(op, &key.digit).await,
             EventKind::StasisEnd(_) | EventKind::ChannelDestroyed(_) => {
-                let Some(session) = self.sessions.remove(&op) else {
+                let Some(mut session) = self.sessions.remove(&op) else {
                     return;
                 };
                 self.session_channels.remove(channel);
+                self.drop_offer(op, session.offer.take()).await;
                 let _ = self.ari.destroy_bridge(&session.bridge).await;
                 if let (OperatorState::OnCall | OperatorState::Reserved, Some(attempt)) =
                     (session.state, session.attempt)
@@ -827,6 +859,16 @@ impl Engine {
                 }
             }
             (OperatorState::WrapUp, "#") => self.finish_wrap_up(op).await,
+            (OperatorState::Reserved, "1") if session.offer.is_some() => {
+                if let Err(e) = self.offer_action(op, OfferAction::Dial).await {
+                    tracing::warn!(operator.id = %op, error = %e, "dial by phone key failed");
+                }
+            }
+            (OperatorState::Reserved, "9") if session.offer.is_some() => {
+                let _ = self
+                    .offer_action(op, OfferAction::Skip("skipped with a phone key".into()))
+                    .await;
+            }
             (OperatorState::WrapUp, key) => {
                 let result = session
                     .disposition_keys
@@ -938,6 +980,7 @@ impl Engine {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.offer_timers(now).await;
         let to_abandon: Vec<String> = self
             .calls
             .iter()
@@ -1139,6 +1182,7 @@ mod tests {
             attempt: None,
             wrap_until: None,
             disposition_keys: None,
+            offer: None,
         }
     }
 
