@@ -15,6 +15,19 @@ use sqlx::Row;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// An operator on `PJSIP/opN` whose SIPp phone logs in with *55 and presses 1 in wrap-up.
+async fn logged_in(server: &Server, name: &str, n: u8) -> (String, Phone) {
+    let op = server.operator(name, &format!("PJSIP/op{n}")).await;
+    let phone = login_phone(n, "1", 500);
+    let id = op.clone();
+    server
+        .wait_operators("operator ready", Duration::from_secs(10), move |ops| {
+            ops.iter().any(|o| o["id"] == id.as_str() && o["state"] == "ready")
+        })
+        .await;
+    (op, phone)
+}
+
 fn campaign_body(name: &str, extra: Value) -> Value {
     let mut body = json!({
         "name": name,
@@ -334,13 +347,7 @@ async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon").await;
-    server.operator("Solo", "PJSIP/op3").await;
-    let _phone = login_phone(3, "1", 500);
-    server
-        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (_, _phone) = logged_in(&server, "Solo", 3).await;
     let campaign = server
         .post(
             "/campaigns",
@@ -383,13 +390,7 @@ async fn pause_stops_new_dials_while_live_calls_finish_and_stop_cancels_pending_
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon").await;
-    server.operator("Pat", "PJSIP/op4").await;
-    let _phone = login_phone(4, "1", 500);
-    server
-        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (_, _phone) = logged_in(&server, "Pat", 4).await;
     let campaign = server
         .post("/campaigns", campaign_body("pause", json!({"wrap_up_secs": 1})))
         .await;
@@ -570,13 +571,7 @@ async fn a_lead_outside_its_calling_window_waits_and_is_dialled_when_the_window_
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon").await;
-    server.operator("Win", "PJSIP/op3").await;
-    let _phone = login_phone(3, "1", 500);
-    server
-        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (_, _phone) = logged_in(&server, "Win", 3).await;
     // The window opens at the next whole minute (at least 5 s away) and lasts ten minutes.
     let now = Utc::now();
     let mut opens = now.with_second(0).unwrap().with_nanosecond(0).unwrap() + chrono::Duration::minutes(1);
@@ -639,13 +634,7 @@ async fn removing_a_lead_hangs_up_its_live_call_and_it_is_not_called_again() {
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon").await;
-    server.operator("Rem", "PJSIP/op4").await;
-    let _phone = login_phone(4, "1", 500);
-    server
-        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (_, _phone) = logged_in(&server, "Rem", 4).await;
     let campaign = server
         .post("/campaigns", campaign_body("remove", json!({"dial_timeout_secs": 30})))
         .await;
@@ -690,13 +679,7 @@ async fn dialling_pauses_while_asterisk_is_down_and_resumes_without_losing_a_lea
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon").await;
-    server.operator("Ada", "PJSIP/op2").await;
-    let phone = login_phone(2, "1", 500);
-    server
-        .wait_operators("operator ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (_, phone) = logged_in(&server, "Ada", 2).await;
     let campaign = server
         .post(
             "/campaigns",
