@@ -211,6 +211,12 @@ async fn a_mixed_campaign_runs_to_completion_with_the_right_outcomes() {
     let started = server.post(&format!("/campaigns/{id}/start"), json!({})).await;
     assert_eq!(started["state"], "running");
     wait_settled(&server, &id, Duration::from_secs(150), 1).await;
+    // The last calls' dispositions come with the key presses in wrap-up.
+    server
+        .wait_operators("both operators out of wrap-up", Duration::from_secs(10), |ops| {
+            ops.iter().all(|o| o["state"] == "ready")
+        })
+        .await;
 
     let attempts = attempts_by_phone(&server).await;
     let leads = lead_states(&server).await;

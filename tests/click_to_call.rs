@@ -56,6 +56,15 @@ async fn session(server: &Server, name: &str, n: u8) -> (String, Phone) {
     (op, phone)
 }
 
+/// The engine records the operator's state right after the attempt's end: wait for it.
+async fn wait_operator_state(server: &Server, op: &str, state: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while operator_state(server, op).await != state {
+        assert!(tokio::time::Instant::now() < deadline, "operator not {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn operator_state(server: &Server, op: &str) -> String {
     server.get(&format!("/operators/{op}")).await["state"]
         .as_str()
@@ -109,7 +118,7 @@ async fn with_a_session_the_customer_is_dialled_into_the_operators_bridge() {
             .await
             .unwrap();
     assert_eq!((correlation.as_deref(), crm), (Some("task-77"), json!({"task": 77})));
-    assert_eq!(operator_state(&server, &op).await, "wrap-up");
+    wait_operator_state(&server, &op, "wrap-up").await;
     server.stop().await;
 }
 
@@ -171,14 +180,7 @@ async fn busy_and_no_answer_put_the_operator_back_to_ready_with_the_right_result
         })
         .await;
         assert_eq!(done["result"], result, "{done}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while operator_state(&server, &op).await != "ready" {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "operator not back to ready after {result}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_operator_state(&server, &op, "ready").await;
     }
     server.stop().await;
 }
@@ -206,7 +208,7 @@ async fn cancel_while_ringing_hangs_up_the_customer() {
     assert!(done["ended_at"].is_string());
     let (status, _) = server.call(Method::POST, &format!("/attempts/{id}/cancel"), None).await;
     assert_eq!(status, 409, "an ended call cannot be canceled again");
-    assert_eq!(operator_state(&server, &op).await, "ready");
+    wait_operator_state(&server, &op, "ready").await;
     server.stop().await;
 }
 
@@ -362,7 +364,12 @@ async fn preview_offers_leads_one_by_one_dialled_by_key_by_rest_skipped_and_auto
     // A: offered first (highest priority); the phone key dials it before the auto-dial.
     let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
     assert_eq!(q["offered"]["name"], "A", "{q}");
-    assert_eq!(q["state"], "reserved");
+    // The reservation is written just before the engine records the operator as reserved.
+    server
+        .wait_operators("reserved while offered", Duration::from_secs(2), |ops| {
+            ops[0]["state"] == "reserved"
+        })
+        .await;
     assert_eq!(q["next"].as_array().unwrap().len(), 3, "B, C, D wait: {q}");
     assert!(q["offered"]["auto_dial_at"].is_string());
     let offered_at = chrono::Utc::now();
