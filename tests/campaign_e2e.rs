@@ -386,8 +386,16 @@ async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit
             "abandoned after {waited}, limit 1 s"
         );
     }
-    let c = server.get(&format!("/campaigns/{id}")).await;
-    assert_eq!(c["state"], "finished", "{c}");
+    // The scheduler marks the campaign finished on its next round.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = server.get(&format!("/campaigns/{id}")).await;
+        if c["state"] == "finished" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "campaign not finished: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 }
 
