@@ -22,6 +22,7 @@ use crate::calls::engine;
 use crate::config::Settings;
 use crate::db;
 use crate::dialer::scheduler::Scheduler;
+use crate::events::relay::Relay;
 
 pub struct App {
     settings: Settings,
@@ -125,6 +126,12 @@ impl App {
         }));
         tasks.spawn(named("call-engine", async move { engine_task.await? }));
         tasks.spawn(named("scheduler", scheduler.run(cancel.child_token())));
+        let relay = Relay::new(
+            pool.clone(),
+            settings.amqp.url.clone(),
+            settings.amqp.events_exchange.clone(),
+        );
+        tasks.spawn(named("outbox-relay", relay.run(cancel.child_token())));
         tasks.spawn(named("http", serve_http(listener, shared, api, cancel.child_token())));
         let signals = cancel.clone();
         tokio::spawn(async move {

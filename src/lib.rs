@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod dialer;
+pub mod events;
 pub mod ids;
 pub mod leads;
 pub mod metrics;

@@ -85,7 +85,85 @@ pub async fn transition(
         change.detail.clone(),
     )
     .await?;
+    if change.answered_at.is_some() {
+        emit(tx, attempt, CallEvent::Answered).await?;
+    }
+    let event = match to {
+        AttemptStatus::Ringing if previous == "init" => Some(CallEvent::Ringing),
+        AttemptStatus::InProgress => Some(CallEvent::Bridged),
+        AttemptStatus::Completed | AttemptStatus::Canceled => Some(CallEvent::Ended),
+        AttemptStatus::Failed => Some(CallEvent::Failed),
+        _ => None,
+    };
+    if let Some(event) = event {
+        emit(tx, attempt, event).await?;
+    }
     Ok(true)
+}
+
+/// Call events for the CRM, written to the outbox in the transaction of the change they
+/// report; the relay publishes them to RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEvent {
+    Initiated,
+    Ringing,
+    Answered,
+    Bridged,
+    Failed,
+    Ended,
+    Disposition,
+}
+
+impl CallEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallEvent::Initiated => "OutboundCallInitiated",
+            CallEvent::Ringing => "OutboundCallRinging",
+            CallEvent::Answered => "OutboundCallAnswered",
+            CallEvent::Bridged => "OutboundCallBridged",
+            CallEvent::Failed => "OutboundCallFailed",
+            CallEvent::Ended => "OutboundCallEnded",
+            CallEvent::Disposition => "OutboundCallDisposition",
+        }
+    }
+
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            CallEvent::Initiated => "call.initiated",
+            CallEvent::Ringing => "call.ringing",
+            CallEvent::Answered => "call.answered",
+            CallEvent::Bridged => "call.bridged",
+            CallEvent::Failed => "call.failed",
+            CallEvent::Ended => "call.ended",
+            CallEvent::Disposition => "call.disposition",
+        }
+    }
+}
+
+/// The event's body: the attempt as it is after the change. The relay adds `eventId` (the
+/// outbox row's id, also the AMQP message id).
+const EVENT_PAYLOAD: &str = "jsonb_build_object(
+        'type', $3::text, 'occurredAt', now(),
+        'attemptId', a.id, 'campaignId', a.campaign_id, 'leadId', a.lead_id, 'externalId', l.external_id,
+        'operatorId', a.operator_id, 'correlationId', a.correlation_id, 'kind', a.kind, 'phone', a.phone_e164,
+        'status', a.status, 'result', a.result, 'hangupCause', a.hangup_cause, 'sipCode', a.sip_code,
+        'dispositionNotes', a.disposition_notes, 'callbackAt', a.callback_at, 'crm', a.crm,
+        'createdAt', a.created_at, 'dialedAt', a.dialed_at, 'ringingAt', a.ringing_at,
+        'answeredAt', a.answered_at, 'bridgedAt', a.bridged_at, 'endedAt', a.ended_at)";
+
+async fn emit(tx: &mut Transaction<'_, Postgres>, attempt: AttemptId, event: CallEvent) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO outbox (id, event_type, routing_key, attempt_id, payload, headers)
+         SELECT $2, $3, $4, a.id, {EVENT_PAYLOAD}, jsonb_build_object('attemptId', a.id)
+         FROM attempts a LEFT JOIN leads l ON l.id = a.lead_id WHERE a.id = $1"
+    ))
+    .bind(attempt)
+    .bind(uuid::Uuid::new_v4())
+    .bind(event.name())
+    .bind(event.routing_key())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn log(
@@ -233,6 +311,7 @@ pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition)
         Some(serde_json::json!({ "source": d.source, "callback_at": d.callback_at })),
     )
     .await?;
+    emit(&mut tx, attempt, CallEvent::Disposition).await?;
     let lead: Option<LeadId> = row.try_get("lead_id")?;
     let settings: Option<serde_json::Value> = row.try_get("settings")?;
     if let (Some(lead), Some(settings)) = (lead, settings) {
@@ -427,6 +506,7 @@ pub async fn create_single(pool: &PgPool, n: &NewSingle<'_>) -> Result<(), Creat
         None,
     )
     .await?;
+    emit(&mut tx, n.attempt, CallEvent::Initiated).await?;
     if let (Some(lead), Some(_)) = (n.lead, n.campaign) {
         sqlx::query(
             "UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,

@@ -347,9 +347,18 @@ pub async fn claim(
                  SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5
                  FROM UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone)
                  RETURNING id
+             ), logged AS (
+                 INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
+                 SELECT id, NULL, 'init', 'claimed by the scheduler' FROM created
              )
-             INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
-             SELECT id, NULL, 'init', 'claimed by the scheduler' FROM created",
+             INSERT INTO outbox (id, event_type, routing_key, attempt_id, payload, headers)
+             SELECT gen_random_uuid(), 'OutboundCallInitiated', 'call.initiated', c.id,
+                    jsonb_build_object('type', 'OutboundCallInitiated', 'occurredAt', now(), 'attemptId', c.id,
+                        'campaignId', $3::uuid, 'leadId', u.lead, 'externalId', l.external_id, 'operatorId', NULL,
+                        'correlationId', NULL, 'kind', 'campaign', 'phone', u.phone, 'status', 'init', 'result', NULL),
+                    jsonb_build_object('attemptId', c.id)
+             FROM created c JOIN UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone) ON u.id = c.id
+             JOIN leads l ON l.id = u.lead",
         )
         .bind(&attempts)
         .bind(&leads)
