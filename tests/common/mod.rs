@@ -185,24 +185,35 @@ pub fn operator_phone(n: u8, rows: &[&str]) -> Phone {
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.csv");
     std::fs::write(&keys, format!("SEQUENTIAL\n{}\n", rows.join("\n"))).unwrap();
+    let phone = spawn_sipp(dir, "operator-phone.xml", n, 16100, &["-inf", keys.to_str().unwrap()]);
+    // SIPp binds its port right away; give it a moment before Asterisk sends the INVITE.
+    std::thread::sleep(Duration::from_millis(300));
+    phone
+}
+
+/// Runs a scenario of scripts/sipp/ as the phone of endpoint `opN` (port 5070+N).
+fn spawn_sipp(dir: PathBuf, scenario: &str, n: u8, media_base: u16, extra: &[&str]) -> Phone {
     let port = 5070 + u16::from(n);
+    let media = media_base + u16::from(n) * 10;
     let child = Command::new("sipp")
-        .args(["-sf", repo_path("scripts/sipp/operator-phone.xml").to_str().unwrap()])
-        .args(["-inf", keys.to_str().unwrap()])
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
+        .args(["-sf", repo_path(&format!("scripts/sipp/{scenario}")).to_str().unwrap()])
+        .args(extra)
         .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
             "-mp",
-            &(16100 + u16::from(n) * 10).to_string(),
-            "-nostdin",
-            "-trace_err",
+            &media.to_string(),
         ])
+        .args(["-nostdin", "-trace_err"])
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp (Debian package sip-tester; scripts/testbed.sh up installs it)");
-    // SIPp binds its port right away; give it a moment before Asterisk sends the INVITE.
-    std::thread::sleep(Duration::from_millis(300));
     Phone { child, _dir: dir }
 }
 
@@ -265,26 +276,24 @@ impl Drop for TestDb {
 pub fn login_phone(n: u8, key: &str, every_ms: u32) -> Phone {
     let dir = std::env::temp_dir().join(format!("obzvon-login-{n}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = 5070 + u16::from(n);
-    let child = Command::new("sipp")
-        .args(["-sf", repo_path("scripts/sipp/operator-login.xml").to_str().unwrap()])
-        .args(["-s", "*55", "-key", "op", &format!("op{n}"), "-key", "key", key])
-        .args(["-d", &every_ms.to_string(), "127.0.0.1:5060"])
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
-        .args([
-            "-mp",
-            &(16300 + u16::from(n) * 10).to_string(),
-            "-m",
-            "1",
-            "-nostdin",
-            "-trace_err",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp (Debian package sip-tester; scripts/testbed.sh up installs it)");
-    Phone { child, _dir: dir }
+    let op = format!("op{n}");
+    let every = every_ms.to_string();
+    let args = [
+        "-s",
+        "*55",
+        "-key",
+        "op",
+        &op,
+        "-key",
+        "key",
+        key,
+        "-d",
+        &every,
+        "-m",
+        "1",
+        "127.0.0.1:5060",
+    ];
+    spawn_sipp(dir, "operator-login.xml", n, 16300, &args)
 }
 
 /// `obzvon serve` running in this test process on a fresh database, with a REST client.
