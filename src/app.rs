@@ -111,12 +111,7 @@ impl App {
         let api = api::router(ApiState {
             pool: pool.clone(),
             engine,
-            single: api::SingleDefaults {
-                trunk: settings.dialer.trunk.clone(),
-                caller_id: settings.dialer.caller_id.clone(),
-                dial_timeout_secs: settings.dialer.dial_timeout_secs,
-                region: settings.dialer.default_region.clone(),
-            },
+            single: settings.dialer.clone(),
         });
 
         let mut tasks = JoinSet::new();

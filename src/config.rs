@@ -28,7 +28,7 @@ pub struct Settings {
 }
 
 /// Defaults for single calls that name no campaign (click-to-call).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DialerSettings {
     /// Endpoint template; `{number}` becomes the E.164 number.

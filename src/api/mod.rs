@@ -23,6 +23,7 @@ use crate::calls::store::{self as attempts, Disposition};
 use crate::calls::AttemptResult;
 use crate::campaigns::store::{self as campaigns, StoreError};
 use crate::campaigns::{Action, CampaignSpec};
+use crate::config::DialerSettings;
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::leads::import::{self, ImportError};
 use crate::leads::{dnc, store as leads, LeadState};
@@ -36,16 +37,8 @@ const JSON_LIMIT: usize = 32 * 1024 * 1024;
 pub struct ApiState {
     pub pool: PgPool,
     pub engine: EngineHandle,
-    pub single: SingleDefaults,
-}
-
-/// Trunk, caller ID, timeout and region for single calls that name no campaign.
-#[derive(Clone, Debug)]
-pub struct SingleDefaults {
-    pub trunk: String,
-    pub caller_id: String,
-    pub dial_timeout_secs: u32,
-    pub region: String,
+    /// Trunk, caller ID, timeout and region for single calls that name no campaign.
+    pub single: DialerSettings,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -515,7 +508,7 @@ async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(Statu
         .region
         .clone()
         .or_else(|| campaign.as_ref().map(|c| c.spec.default_region.clone()))
-        .unwrap_or_else(|| s.single.region.clone());
+        .unwrap_or_else(|| s.single.default_region.clone());
     let region = Region::parse(&region_code).map_err(|e| ApiError::invalid("region", e.to_string()))?;
     let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
     if dnc::is_listed(&s.pool, &phone, input.campaign_id).await? {

@@ -57,20 +57,32 @@ fn unique_name(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Binds the spec to $2..$8 in the column order insert and update share: name, enabled,
+/// trunk, caller_id, timezone, default_region, settings.
+fn bind_spec<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    spec: &'q CampaignSpec,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&spec.name)
+        .bind(spec.enabled)
+        .bind(&spec.trunk)
+        .bind(&spec.caller_id)
+        .bind(&spec.timezone)
+        .bind(&spec.default_region)
+        .bind(serde_json::to_value(spec).expect("spec serialises"))
+}
+
 pub async fn create(pool: &PgPool, spec: CampaignSpec) -> Result<Campaign, StoreError> {
     spec.validate().map_err(StoreError::Invalid)?;
-    let row = sqlx::query(&format!(
-        "INSERT INTO campaigns (id, name, enabled, trunk, caller_id, timezone, default_region, settings)
+    let row = bind_spec(
+        sqlx::query(&format!(
+            "INSERT INTO campaigns (id, name, enabled, trunk, caller_id, timezone, default_region, settings)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
-    ))
-    .bind(CampaignId::new())
-    .bind(&spec.name)
-    .bind(spec.enabled)
-    .bind(&spec.trunk)
-    .bind(&spec.caller_id)
-    .bind(&spec.timezone)
-    .bind(&spec.default_region)
-    .bind(serde_json::to_value(&spec).expect("spec serialises"))
+        ))
+        .bind(CampaignId::new()),
+        &spec,
+    )
     .fetch_one(pool)
     .await
     .map_err(unique_name)?;
@@ -124,19 +136,15 @@ pub async fn update(pool: &PgPool, id: CampaignId, patch: serde_json::Value) -> 
     }
     let spec = CampaignSpec::from_json(merged).map_err(StoreError::Invalid)?;
     spec.validate().map_err(StoreError::Invalid)?;
-    let row = sqlx::query(&format!(
-        "UPDATE campaigns SET name = $2, enabled = $3, trunk = $4, caller_id = $5, timezone = $6,
+    let row = bind_spec(
+        sqlx::query(&format!(
+            "UPDATE campaigns SET name = $2, enabled = $3, trunk = $4, caller_id = $5, timezone = $6,
              default_region = $7, settings = $8, revision = revision + 1, updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&spec.name)
-    .bind(spec.enabled)
-    .bind(&spec.trunk)
-    .bind(&spec.caller_id)
-    .bind(&spec.timezone)
-    .bind(&spec.default_region)
-    .bind(serde_json::to_value(&spec).expect("spec serialises"))
+        ))
+        .bind(id),
+        &spec,
+    )
     .fetch_one(&mut *tx)
     .await
     .map_err(unique_name)?;
