@@ -354,19 +354,11 @@ async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit
     require_trunk();
     let server = Server::start("obzvon").await;
     let (_, _phone) = logged_in(&server, "Solo", 3).await;
-    let campaign = server
-        .post(
-            "/campaigns",
-            campaign_body(
+    let csv = format!("phone\n{}\n{}\n{}\n", number(1, 1, 4), number(1, 1, 4), number(1, 1, 4));
+    let id = server.running_campaign(campaign_body(
                 "abandon",
                 json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000, "retry_delays_secs": {}}),
-            ),
-        )
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
-    let csv = format!("phone\n{}\n{}\n{}\n", number(1, 1, 4), number(1, 1, 4), number(1, 1, 4));
-    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+            ), csv).await;
     wait_settled(&server, &id, Duration::from_secs(40), 0).await;
 
     let attempts: Vec<AttemptRow> = attempts_by_phone(&server).await.into_values().flatten().collect();
@@ -405,16 +397,13 @@ async fn pause_stops_new_dials_while_live_calls_finish_and_stop_cancels_pending_
     require_trunk();
     let server = Server::start("obzvon").await;
     let (_, _phone) = logged_in(&server, "Pat", 4).await;
-    let campaign = server
-        .post("/campaigns", campaign_body("pause", json!({"wrap_up_secs": 1})))
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
     let csv: String = std::iter::once("phone".to_owned())
         .chain((0..8).map(|_| number(1, 0, 3)))
         .collect::<Vec<_>>()
         .join("\n");
-    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    let id = server
+        .running_campaign(campaign_body("pause", json!({"wrap_up_secs": 1})), csv)
+        .await;
 
     // Pause while the first call is up.
     let count = || async {
@@ -493,17 +482,12 @@ async fn a_session_started_over_rest_rings_the_phone_takes_calls_and_pauses() {
 
     let paused = server.post(&format!("/operators/{rita}/pause"), json!({})).await;
     assert_eq!(paused["state"], "paused");
-    let campaign = server
-        .post("/campaigns", campaign_body("rest-session", json!({"wrap_up_secs": 1})))
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
-    server
-        .post_csv(
-            &format!("/campaigns/{id}/leads"),
+    let id = server
+        .running_campaign(
+            campaign_body("rest-session", json!({"wrap_up_secs": 30, "recording": true})),
             format!("phone\n{}\n", number(1, 0, 1)),
         )
         .await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dialled: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
         .fetch_one(&server.pool)
@@ -514,16 +498,59 @@ async fn a_session_started_over_rest_rings_the_phone_takes_calls_and_pauses() {
     let ready = server.post(&format!("/operators/{rita}/ready"), json!({})).await;
     assert_eq!(ready["state"], "ready");
     wait_settled(&server, &id, Duration::from_secs(20), 0).await;
-    let (op, result): (Option<uuid::Uuid>, Option<String>) = sqlx::query_as("SELECT operator_id, result FROM attempts")
-        .fetch_one(&server.pool)
-        .await
-        .unwrap();
+    let (attempt, op, result, recording): (uuid::Uuid, Option<uuid::Uuid>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT id, operator_id, result, recording_name FROM attempts")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
     assert_eq!(op.map(|o| o.to_string()), Some(rita.clone()));
     assert_eq!(
         result.as_deref(),
         Some("success"),
-        "no disposition: the connected call counts as success"
+        "no disposition yet: the connected call counts as success"
     );
+    assert_eq!(
+        recording,
+        Some(format!("obzvon-{attempt}")),
+        "the campaign records its calls"
+    );
+    server
+        .wait_operators("in wrap-up", Duration::from_secs(5), |ops| ops[0]["state"] == "wrap-up")
+        .await;
+
+    // The CRM sets the disposition: call back tomorrow, same operator. Wrap-up ends with it.
+    let at = (Utc::now() + chrono::Duration::days(1)).with_nanosecond(0).unwrap();
+    let view = server
+        .post(
+            &format!("/attempts/{attempt}/disposition"),
+            json!({"result": "callback-needed", "callback_at": at, "notes": "after lunch", "same_operator": true}),
+        )
+        .await;
+    assert_eq!(view["result"], "callback-needed");
+    assert_eq!(view["disposition_notes"], "after lunch");
+    let (state, next_at, callback_op): (String, Option<DateTime<Utc>>, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT state, next_attempt_at, callback_operator_id FROM leads")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), next_at), ("scheduled", Some(at)));
+    assert_eq!(callback_op.map(|o| o.to_string()), Some(rita.clone()));
+    server
+        .wait_operators("ready after the disposition", Duration::from_secs(5), |ops| {
+            ops[0]["state"] == "ready"
+        })
+        .await;
+
+    // The connect latency is exported for Prometheus.
+    let metrics_url = server.base.replace("/api/v1", "/metrics");
+    let metrics = server.http.get(metrics_url).send().await.unwrap().text().await.unwrap();
+    let count_line = metrics
+        .lines()
+        .find(|l| l.starts_with("obzvon_connect_latency_seconds_count"))
+        .unwrap_or_else(|| panic!("no connect latency metric in:\n{metrics}"));
+    let count: f64 = count_line.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{count_line}");
+    assert!(metrics.contains("obzvon_attempts_total{"), "{metrics}");
 
     let (status, _) = server
         .call(reqwest::Method::DELETE, &format!("/operators/{rita}/session"), None)
@@ -599,20 +626,12 @@ async fn a_lead_outside_its_calling_window_waits_and_is_dialled_when_the_window_
         (opens + chrono::Duration::minutes(10)).format("%H:%M").to_string()
     };
     let windows = json!({ weekday: [{"from": opens.format("%H:%M").to_string(), "to": to}] });
-    let campaign = server
-        .post(
-            "/campaigns",
+    let id = server
+        .running_campaign(
             campaign_body("window", json!({ "calling_windows": windows })),
-        )
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
-    server
-        .post_csv(
-            &format!("/campaigns/{id}/leads"),
             format!("phone\n{}\n", number(1, 0, 1)),
         )
         .await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let leads = lead_states(&server).await;
@@ -649,18 +668,13 @@ async fn removing_a_lead_hangs_up_its_live_call_and_it_is_not_called_again() {
     require_trunk();
     let server = Server::start("obzvon").await;
     let (_, _phone) = logged_in(&server, "Rem", 4).await;
-    let campaign = server
-        .post("/campaigns", campaign_body("remove", json!({"dial_timeout_secs": 30})))
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
     // This customer rings for 30 s: long enough to be removed while ringing.
-    server
-        .post_csv(
-            &format!("/campaigns/{id}/leads"),
+    let id = server
+        .running_campaign(
+            campaign_body("remove", json!({"dial_timeout_secs": 30})),
             format!("phone\n{}\n", number(3, 0, 0)),
         )
         .await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (attempt, lead) = loop {
         let row: Option<(uuid::Uuid, uuid::Uuid)> =
@@ -694,19 +708,16 @@ async fn dialling_pauses_while_asterisk_is_down_and_resumes_without_losing_a_lea
     require_trunk();
     let server = Server::start("obzvon").await;
     let (_, phone) = logged_in(&server, "Ada", 2).await;
-    let campaign = server
-        .post(
-            "/campaigns",
-            campaign_body("outage", json!({"wrap_up_secs": 1, "retry_delays_secs": {"failed": 1}})),
-        )
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
     let csv: String = std::iter::once("phone".to_owned())
         .chain((0..4).map(|_| number(1, 0, 2)))
         .collect::<Vec<_>>()
         .join("\n");
-    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    let id = server
+        .running_campaign(
+            campaign_body("outage", json!({"wrap_up_secs": 1, "retry_delays_secs": {"failed": 1}})),
+            csv,
+        )
+        .await;
     let count = |sql: &'static str| {
         let pool = server.pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }

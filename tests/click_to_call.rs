@@ -342,15 +342,6 @@ async fn preview_offers_leads_one_by_one_dialled_by_key_by_rest_skipped_and_auto
             ops[0]["state"] == "ready"
         })
         .await;
-    let campaign = server
-        .post(
-            "/campaigns",
-            json!({"name": "preview", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
-                   "pacing": {"mode": "preview"}, "wrap_up_secs": 1,
-                   "preview": {"auto_dial_secs": 6, "reservation_secs": 60, "skip_delay_secs": 600}}),
-        )
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
     let csv = format!(
         "phone,name,priority\n{},A,40\n{},B,30\n{},C,20\n{},D,10\n",
         number(1, 0, 1),
@@ -358,8 +349,14 @@ async fn preview_offers_leads_one_by_one_dialled_by_key_by_rest_skipped_and_auto
         number(1, 0, 1),
         number(1, 0, 1)
     );
-    server.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    server
+        .running_campaign(
+            json!({"name": "preview", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
+                   "pacing": {"mode": "preview"}, "wrap_up_secs": 1,
+                   "preview": {"auto_dial_secs": 6, "reservation_secs": 60, "skip_delay_secs": 600}}),
+            csv,
+        )
+        .await;
 
     // A: offered first (highest priority); the phone key dials it before the auto-dial.
     let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
@@ -441,21 +438,13 @@ async fn an_offer_nobody_acts_on_lapses_returns_the_lead_and_pauses_the_operator
     require_trunk();
     let server = Server::start("obzvon-test-prev2").await;
     let (op, _phone) = session(&server, "Lev", 2).await;
-    let campaign = server
-        .post(
-            "/campaigns",
+    server
+        .running_campaign(
             json!({"name": "lapse", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
                    "pacing": {"mode": "preview"}, "preview": {"reservation_secs": 10}}),
-        )
-        .await;
-    let id = campaign["id"].as_str().unwrap().to_owned();
-    server
-        .post_csv(
-            &format!("/campaigns/{id}/leads"),
             format!("phone\n{}\n", number(1, 0, 1)),
         )
         .await;
-    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
     let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
     let lead = q["offered"]["lead_id"].as_str().unwrap().to_owned();
     server

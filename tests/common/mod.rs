@@ -397,6 +397,17 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
+    /// Creates a campaign, imports `csv` into it and starts it; returns its id.
+    pub async fn running_campaign(&self, body: serde_json::Value, csv: String) -> String {
+        let campaign = self.post("/campaigns", body).await;
+        let id = campaign["id"].as_str().unwrap().to_owned();
+        let (status, report) = self.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+        assert_eq!(status, 200, "{report}");
+        self.post(&format!("/campaigns/{id}/start"), serde_json::json!({}))
+            .await;
+        id
+    }
+
     pub async fn operator(&self, name: &str, endpoint: &str) -> String {
         let op = self
             .post("/operators", serde_json::json!({ "name": name, "endpoint": endpoint }))
