@@ -45,5 +45,9 @@ for n in 1 2; do
 	pids+=($!)
 done
 
+# The demo drives obzvon over REST like a CRM would: with an API token (admin scope).
+$BIN token revoke demo >/dev/null 2>&1 || true
+OBZVON_TOKEN=$($BIN token create --name demo --scope admin)
+export OBZVON_TOKEN
 $BIN demo --api "http://$OBZVON_HTTP__LISTEN" --operators PJSIP/op1,PJSIP/op2 --leads "${DEMO_LEADS:-30}"
 echo "obzvon's log: $LOG_DIR/demo-serve.log"

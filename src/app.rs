@@ -23,12 +23,15 @@ use crate::config::Settings;
 use crate::db;
 use crate::dialer::scheduler::Scheduler;
 use crate::events::relay::Relay;
+use crate::events::requests::RequestConsumer;
+use crate::events::webhooks::Dispatcher;
 
 pub struct App {
     settings: Settings,
     pool: PgPool,
     ari: AriClient,
     listener: TcpListener,
+    ops_listener: Option<TcpListener>,
     cancel: CancellationToken,
 }
 
@@ -68,13 +71,27 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let ops_listener = match settings.http.ops_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(App {
             settings,
             pool,
             ari,
             listener,
+            ops_listener,
             cancel: CancellationToken::new(),
         })
+    }
+
+    /// The health/metrics address when `http.ops_listen` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -92,6 +109,7 @@ impl App {
             pool,
             ari,
             listener,
+            ops_listener,
             cancel,
         } = self;
         engine::recover_after_restart(&pool, &ari, &settings.instance.id).await?;
@@ -108,11 +126,18 @@ impl App {
             cancel.child_token(),
         );
         let scheduler = Scheduler::new(pool.clone(), engine.clone(), settings.instance.id.clone());
-        let api = api::router(ApiState {
+        let api_state = ApiState {
             pool: pool.clone(),
             engine,
             single: settings.dialer.clone(),
-        });
+        };
+        let api = api::router(api_state.clone());
+        let requests = RequestConsumer::new(
+            api_state,
+            settings.amqp.url.clone(),
+            settings.amqp.request_queue.clone(),
+        );
+        let webhooks = Dispatcher::new(pool.clone(), settings.webhooks.clone())?;
 
         let mut tasks = JoinSet::new();
         tasks.spawn(named("ari-websocket", async move {
@@ -127,7 +152,21 @@ impl App {
             settings.amqp.events_exchange.clone(),
         );
         tasks.spawn(named("outbox-relay", relay.run(cancel.child_token())));
-        tasks.spawn(named("http", serve_http(listener, shared, api, cancel.child_token())));
+        tasks.spawn(named("call-requests", requests.run(cancel.child_token())));
+        tasks.spawn(named("webhooks", webhooks.run(cancel.child_token())));
+        let ops = ops_router(shared);
+        match ops_listener {
+            Some(ops_listener) => {
+                tasks.spawn(named("http", serve_http(listener, api, cancel.child_token())));
+                tasks.spawn(named("http-ops", serve_http(ops_listener, ops, cancel.child_token())));
+            }
+            None => {
+                tasks.spawn(named(
+                    "http",
+                    serve_http(listener, ops.merge(api), cancel.child_token()),
+                ));
+            }
+        }
         let signals = cancel.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -182,18 +221,16 @@ where
     (name, task.await)
 }
 
-async fn serve_http(
-    listener: TcpListener,
-    shared: Shared,
-    api: Router,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let router = Router::new()
+/// Health and metrics: open, on the main listener or on `http.ops_listen`.
+fn ops_router(shared: Shared) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { crate::metrics::handle().render() }))
         .with_state(shared)
-        .merge(api);
+}
+
+async fn serve_http(listener: TcpListener, router: Router, cancel: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "http listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { cancel.cancelled().await })

@@ -19,6 +19,15 @@ pub enum Command {
         api: Option<String>,
         operators: Vec<String>,
         leads: usize,
+        token: String,
+    },
+    TokenCreate {
+        name: String,
+        scopes: Vec<String>,
+    },
+    TokenList,
+    TokenRevoke {
+        id_or_name: String,
     },
 }
 
@@ -50,9 +59,63 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("configuration OK");
             Ok(())
         }
-        Command::Demo { api, operators, leads } => {
+        Command::Demo {
+            api,
+            operators,
+            leads,
+            token,
+        } => {
             let api = api.unwrap_or_else(|| format!("http://{}", settings.http.listen));
-            crate::demo::run(crate::demo::DemoOptions { api, operators, leads }).await
+            crate::demo::run(crate::demo::DemoOptions {
+                api,
+                operators,
+                leads,
+                token,
+            })
+            .await
+        }
+        Command::TokenCreate { name, scopes } => {
+            let pool = connect(&settings).await?;
+            let (token, info) = crate::auth::create(&pool, &name, &scopes, &crate::audit::cli_actor()).await?;
+            eprintln!(
+                "created token {} ({}) with scopes {}; it is shown only now:",
+                info.id,
+                info.name,
+                info.scopes.join(",")
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::TokenList => {
+            let pool = connect(&settings).await?;
+            let tokens = crate::auth::list(&pool).await?;
+            println!(
+                "{:<36}  {:<20}  {:<40}  {:<20}  STATE",
+                "ID", "NAME", "SCOPES", "LAST USED"
+            );
+            for t in tokens {
+                let used = t
+                    .last_used_at
+                    .map_or_else(|| "never".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S").to_string());
+                let state = t.revoked_at.map_or_else(
+                    || "active".to_owned(),
+                    |at| format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                );
+                println!(
+                    "{:<36}  {:<20}  {:<40}  {:<20}  {state}",
+                    t.id,
+                    t.name,
+                    t.scopes.join(","),
+                    used
+                );
+            }
+            Ok(())
+        }
+        Command::TokenRevoke { id_or_name } => {
+            let pool = connect(&settings).await?;
+            let info = crate::auth::revoke(&pool, &id_or_name, &crate::audit::cli_actor()).await?;
+            println!("revoked token {} ({})", info.id, info.name);
+            Ok(())
         }
         Command::AriEvents => {
             let client = ari_client(&settings)?;
@@ -72,6 +135,15 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(&settings.database)
+        .await
+        .context("cannot reach PostgreSQL")?;
+    let pending = db::pending_migrations(&pool).await?;
+    anyhow::ensure!(pending.is_empty(), "the schema is behind; run `obzvon migrate` first");
+    Ok(pool)
 }
 
 fn ari_client(settings: &Settings) -> anyhow::Result<AriClient> {

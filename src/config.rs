@@ -13,7 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Sections an `OBZVON_…` variable may address; anything else in the environment is ignored.
-const SECTIONS: &[&str] = &["database", "ari", "http", "amqp", "log", "instance", "dialer"];
+const SECTIONS: &[&str] = &[
+    "database", "ari", "http", "amqp", "log", "instance", "dialer", "webhooks",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,20 @@ pub struct Settings {
     pub log: LogSettings,
     pub instance: InstanceSettings,
     pub dialer: DialerSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// Delivery of events to webhook subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Tries per event and subscription before the delivery is marked failed.
+    pub max_tries: u32,
+    /// First retry delay; each next one doubles, up to `backoff_max_secs`.
+    pub backoff_secs: f64,
+    pub backoff_max_secs: f64,
+    /// Per POST.
+    pub timeout_secs: u64,
 }
 
 /// Defaults for single calls that name no campaign (click-to-call).
@@ -65,6 +81,9 @@ pub struct AriSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// When set, /healthz, /readyz and /metrics are served here instead of on `listen`.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
     pub shutdown_grace_secs: u64,
 }
 
@@ -141,6 +160,7 @@ fn defaults() -> serde_json::Value {
             "dial_timeout_secs": 30,
             "default_region": "RU",
         },
+        "webhooks": { "max_tries": 8, "backoff_secs": 2.0, "backoff_max_secs": 300.0, "timeout_secs": 5 },
     })
 }
 

@@ -15,16 +15,21 @@ pub struct DemoOptions {
     pub api: String,
     pub operators: Vec<String>,
     pub leads: usize,
+    pub token: String,
 }
 
 struct Api {
     http: reqwest::Client,
     base: String,
+    token: String,
 }
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -64,6 +69,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         base: format!("{}/api/v1", opts.api.trim_end_matches('/')),
+        token: opts.token.clone(),
     };
     // Operators: create the missing ones, then wait for their phones to log in.
     let existing = api.get("/operators").await?;
@@ -130,15 +136,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let free: u32 = rng.random_range(0..10_000);
         csv.push_str(&format!("+79{free:04}{b}{ring:02}{talk:02},Lead {i},crm-{i},{label}\n"));
     }
-    let report = api
+    let response = api
         .http
         .post(format!("{}/campaigns/{id}/leads", api.base))
+        .bearer_auth(&api.token)
         .header("content-type", "text/csv")
         .body(csv)
         .send()
-        .await?
-        .json::<Value>()
         .await?;
+    let status = response.status();
+    let report = response.json::<Value>().await?;
+    if !status.is_success() || report["imported"].as_u64().unwrap_or(0) == 0 {
+        bail!("importing the demo leads failed: {status} {report}");
+    }
     println!(
         "campaign {name:?}: {} leads imported ({} duplicates, {} rejected); {} operators ready",
         report["imported"],

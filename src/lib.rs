@@ -5,6 +5,8 @@
 pub mod api;
 pub mod app;
 pub mod ari;
+pub mod audit;
+pub mod auth;
 pub mod calls;
 pub mod campaigns;
 pub mod cli;

@@ -43,7 +43,31 @@ enum Command {
         /// How many leads to call.
         #[arg(long, default_value_t = 30)]
         leads: usize,
+        /// An API token with scope admin (`obzvon token create --scope admin`).
+        #[arg(long, env = "OBZVON_TOKEN", hide_env_values = true)]
+        token: String,
     },
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once, on stdout, and stored only as a hash.
+    Create {
+        /// Who or what uses it, e.g. "crm".
+        #[arg(long)]
+        name: String,
+        /// calls:write, campaigns:write, operators:write, reports:read or admin; repeat or
+        /// separate with commas.
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (never the tokens themselves).
+    List,
+    /// Revoke a token by id or name; requests with it get 401 at once.
+    Revoke { id_or_name: String },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +96,19 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
         Command::Migrate => obzvon::cli::Command::Migrate,
         Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
         Command::AriEvents => obzvon::cli::Command::AriEvents,
-        Command::Demo { api, operators, leads } => obzvon::cli::Command::Demo { api, operators, leads },
+        Command::Demo {
+            api,
+            operators,
+            leads,
+            token,
+        } => obzvon::cli::Command::Demo {
+            api,
+            operators,
+            leads,
+            token,
+        },
+        Command::Token(TokenCommand::Create { name, scopes }) => obzvon::cli::Command::TokenCreate { name, scopes },
+        Command::Token(TokenCommand::List) => obzvon::cli::Command::TokenList,
+        Command::Token(TokenCommand::Revoke { id_or_name }) => obzvon::cli::Command::TokenRevoke { id_or_name },
     }
 }

@@ -66,3 +66,34 @@ async fn serve_reports_ready_when_database_and_ari_are_up_and_stops_cleanly() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn health_and_metrics_can_have_a_listener_of_their_own() {
+    ari_client("probe").await;
+    let db = TestDb::create().await;
+    obzvon::db::migrate(&db.pool().await).await.unwrap();
+    let mut s = settings_for(&db, "obzvon-test-ops");
+    s.http.ops_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = App::build(s).await.unwrap();
+    let (api, ops) = (app.local_addr(), app.ops_addr().expect("ops listener bound"));
+    assert_ne!(api.port(), ops.port());
+    let cancel = app.cancel_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/metrics"] {
+        let r = http.get(format!("http://{ops}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} on the ops listener");
+        let r = http.get(format!("http://{api}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} is not on the API listener");
+    }
+    let r = http.get(format!("http://{api}/api/v1/campaigns")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the API is on its listener, with tokens");
+    let r = http.get(format!("http://{ops}/api/v1/campaigns")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "and only there");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}

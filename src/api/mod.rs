@@ -2,22 +2,29 @@
 //! attempts and dispositions. Handlers parse and check input, then call the domain modules.
 
 pub mod error;
+pub mod webhooks;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::auth::{Actor, AuthState, ScopeTable};
 use crate::calls::engine::{CommandError, EngineHandle, OfferAction, SingleCall};
 use crate::calls::store::{self as attempts, Disposition};
 use crate::calls::AttemptResult;
@@ -41,45 +48,122 @@ pub struct ApiState {
     pub single: DialerSettings,
 }
 
+/// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:
+/// a route cannot exist without its entry (and its scopes) in the document.
+pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_campaigns, create_campaign))
+        .routes(routes!(get_campaign, update_campaign))
+        .routes(routes!(list_leads, import_leads))
+        .routes(routes!(list_campaign_attempts))
+        .routes(routes!(campaign_action))
+        .routes(routes!(get_lead, remove_lead))
+        .routes(routes!(list_dnc, add_dnc))
+        .routes(routes!(remove_dnc))
+        .routes(routes!(list_operators, create_operator))
+        .routes(routes!(get_operator, update_operator, delete_operator))
+        .routes(routes!(start_session, end_session))
+        .routes(routes!(operator_queue))
+        .routes(routes!(dial_offered))
+        .routes(routes!(skip_offered))
+        .routes(routes!(pause_operator))
+        .routes(routes!(ready_operator))
+        .routes(routes!(create_call))
+        .routes(routes!(get_attempt))
+        .routes(routes!(cancel_attempt))
+        .routes(routes!(set_disposition))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .split_for_parts()
+}
+
+/// The API with token checks on every operation, plus the open `/api/v1/openapi.json`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/campaigns", get(list_campaigns).post(create_campaign))
-        .route("/api/v1/campaigns/{id}", get(get_campaign).patch(update_campaign))
-        .route("/api/v1/campaigns/{id}/leads", get(list_leads).post(import_leads))
-        .route("/api/v1/campaigns/{id}/attempts", get(list_campaign_attempts))
-        .route("/api/v1/campaigns/{id}/{action}", post(campaign_action))
-        .route("/api/v1/leads/{id}", get(get_lead).delete(remove_lead))
-        .route("/api/v1/dnc", get(list_dnc).post(add_dnc))
-        .route("/api/v1/dnc/{id}", axum::routing::delete(remove_dnc))
-        .route("/api/v1/operators", get(list_operators).post(create_operator))
+    let (routes, doc) = routes();
+    let auth = AuthState {
+        pool: state.pool.clone(),
+        scopes: Arc::new(ScopeTable::from_openapi(&doc)),
+    };
+    let doc = Arc::new(doc);
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(auth, crate::auth::require_scope))
         .route(
-            "/api/v1/operators/{id}",
-            get(get_operator).patch(update_operator).delete(delete_operator),
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
         )
-        .route(
-            "/api/v1/operators/{id}/session",
-            post(start_session).delete(end_session),
-        )
-        .route("/api/v1/operators/{id}/queue", get(operator_queue))
-        .route("/api/v1/operators/{id}/queue/dial", post(dial_offered))
-        .route("/api/v1/operators/{id}/queue/skip", post(skip_offered))
-        .route("/api/v1/operators/{id}/pause", post(pause_operator))
-        .route("/api/v1/operators/{id}/ready", post(ready_operator))
-        .route("/api/v1/calls", post(create_call))
-        .route("/api/v1/attempts/{id}", get(get_attempt))
-        .route("/api/v1/attempts/{id}/cancel", post(cancel_attempt))
-        .route("/api/v1/attempts/{id}/disposition", post(set_disposition))
         .with_state(state)
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "obzvon",
+        description = "Outbound call-campaign dialer for Asterisk: campaigns, leads, operators, calls."
+    ),
+    modifiers(&BearerToken),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every error answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// Machine-readable: not_found, bad_request, invalid, unauthorized, forbidden, conflict, ...
+    error: String,
+    /// For people.
+    message: String,
+    /// For `invalid`: each field and what is wrong with it.
+    fields: Option<Vec<crate::campaigns::FieldError>>,
+}
+
 type ApiResult<T> = Result<T, ApiError>;
+
+/// One audit-log entry for a management action done through the API.
+async fn audit(
+    s: &ApiState,
+    actor: &Actor,
+    action: &str,
+    entity_type: &str,
+    entity_id: impl std::fmt::Display,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> ApiResult<()> {
+    crate::audit::record(
+        &s.pool,
+        &actor.label(),
+        action,
+        entity_type,
+        Some(&entity_id.to_string()),
+        before,
+        after,
+    )
+    .await?;
+    Ok(())
+}
 
 fn parse_id<T: FromStr>(raw: &str, what: &str) -> ApiResult<T> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no {what} with id {raw:?}")))
 }
 
-fn json_body(body: &Bytes) -> ApiResult<Value> {
+fn json_body(body: &[u8]) -> ApiResult<Value> {
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request needs a JSON body".into()));
     }
@@ -144,16 +228,33 @@ impl Page {
 
 // ---- campaigns ------------------------------------------------------------------------------
 
-async fn create_campaign(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "create_campaign", request_body(content = Object, description = "campaign settings (see README)", content_type = "application/json"), responses((status = 201, description = "created", body = Object), (status = 422, description = "invalid settings", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+async fn create_campaign(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec = CampaignSpec::from_json(json_body(&body)?).map_err(ApiError::Invalid)?;
     let campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
+    audit(
+        &s,
+        &actor,
+        "campaign.create",
+        "campaign",
+        campaign.id,
+        None,
+        Some(json!(campaign)),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!(campaign))))
 }
 
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "list_campaigns", responses((status = 200, description = "all campaigns", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_campaigns(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!(campaigns::list(&s.pool).await.map_err(store_error)?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "get_campaign", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "the campaign with lead counts", body = Object), (status = 404, description = "no such campaign", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     let campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
@@ -163,19 +264,39 @@ async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiR
     Ok(Json(body))
 }
 
-async fn update_campaign(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+#[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "update_campaign", params(("id" = String, Path, description = "campaign id")), request_body(content = Object, description = "settings to change", content_type = "application/json"), responses((status = 200, description = "updated", body = Object), (status = 404, description = "no such campaign", body = ErrorBody), (status = 422, description = "invalid settings", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+async fn update_campaign(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
+    let before = campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let campaign = campaigns::update(&s.pool, id, json_body(&body)?)
         .await
         .map_err(store_error)?;
+    audit(
+        &s,
+        &actor,
+        "campaign.update",
+        "campaign",
+        id,
+        Some(json!(before)),
+        Some(json!(campaign)),
+    )
+    .await?;
     Ok(Json(json!(campaign)))
 }
 
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "campaigns", operation_id = "campaign_action", params(("id" = String, Path, description = "campaign id"), ("action" = String, Path, description = "start, pause, resume or stop")), responses((status = 200, description = "the campaign in its new state", body = Object), (status = 404, description = "no such campaign or action", body = ErrorBody), (status = 409, description = "not allowed from the current state", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn campaign_action(
     State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
+    let audit_action = format!("campaign.{action}");
     let action = match action.as_str() {
         "start" => Action::Start,
         "pause" => Action::Pause,
@@ -187,7 +308,18 @@ async fn campaign_action(
             )))
         }
     };
+    let before = campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let campaign = campaigns::act(&s.pool, id, action).await.map_err(store_error)?;
+    audit(
+        &s,
+        &actor,
+        &audit_action,
+        "campaign",
+        id,
+        Some(json!({ "state": before.state })),
+        Some(json!({ "state": campaign.state })),
+    )
+    .await?;
     s.engine.wake.notify_one();
     Ok(Json(json!(campaign)))
 }
@@ -196,8 +328,10 @@ async fn campaign_action(
 
 /// JSON (`application/json`: an array of leads, or `{"leads": [...]}`) or CSV (`text/csv`,
 /// streamed). Answers with the import report; bad rows are listed, good rows imported.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "import_leads", params(("id" = String, Path, description = "campaign id")), request_body(content((Object = "application/json"), (String = "text/csv")), description = "leads as a JSON array or CSV with a phone column"), responses((status = 200, description = "import report", body = Object), (status = 400, description = "unreadable file", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn import_leads(
     State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -242,9 +376,11 @@ async fn import_leads(
     if report.imported > 0 {
         s.engine.wake.notify_one();
     }
+    audit(&s, &actor, "leads.import", "campaign", id, None, Some(json!(report))).await?;
     Ok(Json(json!(report)))
 }
 
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "list_leads", params(("id" = String, Path, description = "campaign id"), ("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip"), ("state" = Option<String>, Query, description = "lead state")), responses((status = 200, description = "leads", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_leads(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -265,6 +401,7 @@ async fn list_leads(
     Ok(Json(json!(leads::list(&s.pool, id, state, limit, offset).await?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = String, Path, description = "lead id")), responses((status = 200, description = "the lead with its attempts", body = Object), (status = 404, description = "no such lead", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: LeadId = parse_id(&id, "lead")?;
     let lead = leads::get(&s.pool, id)
@@ -277,7 +414,12 @@ async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
 }
 
 /// Cancels the lead: it is not called again, and a call in progress is hung up.
-async fn remove_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "remove_lead", params(("id" = String, Path, description = "lead id")), responses((status = 204, description = "canceled"), (status = 404, description = "no such lead", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+async fn remove_lead(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id: LeadId = parse_id(&id, "lead")?;
     match leads::remove(&s.pool, id).await? {
         None => Err(ApiError::NotFound("lead not found".into())),
@@ -285,6 +427,16 @@ async fn remove_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRe
             if let Some(attempt) = live {
                 s.engine.cancel(attempt).await;
             }
+            audit(
+                &s,
+                &actor,
+                "lead.remove",
+                "lead",
+                id,
+                None,
+                Some(json!({ "state": "canceled" })),
+            )
+            .await?;
             Ok(StatusCode::NO_CONTENT)
         }
     }
@@ -292,7 +444,7 @@ async fn remove_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRe
 
 // ---- DNC --------------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DncInput {
     phone: String,
@@ -304,7 +456,12 @@ struct DncInput {
     reason: Option<String>,
 }
 
-async fn add_dnc(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/dnc", tag = "dnc", operation_id = "add_dnc", request_body(content = DncInput, description = "number to block", content_type = "application/json"), responses((status = 201, description = "added", body = Object), (status = 422, description = "invalid number", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+async fn add_dnc(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: DncInput = typed(json_body(&body)?)?;
     let region = match input.region.as_deref() {
         Some(r) => Some(Region::parse(r).map_err(|e| ApiError::invalid("region", e.to_string()))?),
@@ -315,17 +472,25 @@ async fn add_dnc(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCod
         campaigns::get(&s.pool, c).await.map_err(store_error)?;
     }
     let entry = dnc::add(&s.pool, &phone, input.campaign_id, input.reason.as_deref()).await?;
+    audit(&s, &actor, "dnc.add", "dnc", phone.as_str(), None, Some(json!(entry))).await?;
     Ok((StatusCode::CREATED, Json(json!(entry))))
 }
 
+#[utoipa::path(get, path = "/api/v1/dnc", tag = "dnc", operation_id = "list_dnc", params(("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip")), responses((status = 200, description = "DNC entries", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_dnc(State(s): State<ApiState>, Query(page): Query<Page>) -> ApiResult<Json<Value>> {
     let (limit, offset) = page.bounds()?;
     Ok(Json(json!(dnc::list(&s.pool, limit, offset).await?)))
 }
 
-async fn remove_dnc(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/api/v1/dnc/{id}", tag = "dnc", operation_id = "remove_dnc", params(("id" = i64, Path, description = "DNC entry id")), responses((status = 204, description = "removed"), (status = 404, description = "no such entry", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+async fn remove_dnc(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id: i64 = parse_id(&id, "DNC entry")?;
     if dnc::remove(&s.pool, id).await? {
+        audit(&s, &actor, "dnc.remove", "dnc", id, Some(json!({ "id": id })), None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("DNC entry not found".into()))
@@ -334,16 +499,24 @@ async fn remove_dnc(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRes
 
 // ---- operators --------------------------------------------------------------------------------
 
-async fn create_operator(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/operators", tag = "operators", operation_id = "create_operator", request_body(content = Object, description = "name, endpoint (e.g. PJSIP/op1), skills", content_type = "application/json"), responses((status = 201, description = "created", body = Object), (status = 422, description = "invalid input", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+async fn create_operator(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: OperatorInput = typed(json_body(&body)?)?;
     let op = operators::create(&s.pool, input).await.map_err(operator_error)?;
+    audit(&s, &actor, "operator.create", "operator", op.id, None, Some(json!(op))).await?;
     Ok((StatusCode::CREATED, Json(json!(op))))
 }
 
+#[utoipa::path(get, path = "/api/v1/operators", tag = "operators", operation_id = "list_operators", responses((status = 200, description = "operators with their session state", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
 async fn list_operators(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!(operators::list(&s.pool).await?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "get_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "the operator", body = Object), (status = 404, description = "no such operator", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
 async fn get_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     Ok(Json(json!(operators::get(&s.pool, id)
@@ -351,18 +524,40 @@ async fn get_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiR
         .map_err(operator_error)?)))
 }
 
-async fn update_operator(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+#[utoipa::path(patch, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "update_operator", params(("id" = String, Path, description = "operator id")), request_body(content = Object, description = "name, endpoint, skills, enabled", content_type = "application/json"), responses((status = 200, description = "updated", body = Object), (status = 404, description = "no such operator", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+async fn update_operator(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: OperatorInput = typed(json_body(&body)?)?;
-    Ok(Json(json!(operators::update(&s.pool, id, input)
-        .await
-        .map_err(operator_error)?)))
+    let before = operators::get(&s.pool, id).await.map_err(operator_error)?;
+    let after = operators::update(&s.pool, id, input).await.map_err(operator_error)?;
+    audit(
+        &s,
+        &actor,
+        "operator.update",
+        "operator",
+        id,
+        Some(json!(before)),
+        Some(json!(after)),
+    )
+    .await?;
+    Ok(Json(json!(after)))
 }
 
-async fn delete_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "delete_operator", params(("id" = String, Path, description = "operator id")), responses((status = 204, description = "deleted"), (status = 409, description = "logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+async fn delete_operator(
+    State(s): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
-    operators::get(&s.pool, id).await.map_err(operator_error)?;
+    let before = operators::get(&s.pool, id).await.map_err(operator_error)?;
     if operators::delete(&s.pool, id).await? {
+        audit(&s, &actor, "operator.delete", "operator", id, Some(json!(before)), None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::Conflict(
@@ -372,24 +567,28 @@ async fn delete_operator(State(s): State<ApiState>, Path(id): Path<String>) -> A
 }
 
 /// Starts a session by calling the operator's phone; answers 202 (the phone still rings).
+#[utoipa::path(post, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "start_session", params(("id" = String, Path, description = "operator id")), responses((status = 202, description = "the phone is being rung"), (status = 409, description = "already logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn start_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
     s.engine.start_session(id).await.map_err(command_error)?;
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(delete, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "end_session", params(("id" = String, Path, description = "operator id")), responses((status = 202, description = "ending"), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn end_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
     s.engine.end_session(id).await.map_err(command_error)?;
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(post, path = "/api/v1/operators/{id}/pause", tag = "operators", operation_id = "pause_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "new state", body = Object), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn pause_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let state = s.engine.set_paused(id, true).await.map_err(command_error)?;
     Ok(Json(json!({ "state": state })))
 }
 
+#[utoipa::path(post, path = "/api/v1/operators/{id}/ready", tag = "operators", operation_id = "ready_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "new state", body = Object), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn ready_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let state = s.engine.set_paused(id, false).await.map_err(command_error)?;
@@ -398,6 +597,7 @@ async fn ready_operator(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
 
 // ---- attempts ---------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/attempts/{id}", tag = "attempts", operation_id = "get_attempt", params(("id" = String, Path, description = "attempt id")), responses((status = 200, description = "the attempt with its timeline", body = Object), (status = 404, description = "no such attempt", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let attempt = attempts::get(&s.pool, id)
@@ -406,6 +606,7 @@ async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRe
     Ok(Json(json!(attempt)))
 }
 
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = String, Path, description = "campaign id"), ("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip")), responses((status = 200, description = "attempts, newest first", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_campaign_attempts(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -419,9 +620,11 @@ async fn list_campaign_attempts(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DispositionInput {
+    /// A result wire name, e.g. success, callback-needed.
+    #[schema(value_type = String)]
     result: AttemptResult,
     #[serde(default)]
     notes: Option<String>,
@@ -431,6 +634,7 @@ struct DispositionInput {
     same_operator: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/attempts/{id}/disposition", tag = "attempts", operation_id = "set_disposition", params(("id" = String, Path, description = "attempt id")), request_body(content = DispositionInput, description = "result, notes, callback", content_type = "application/json"), responses((status = 200, description = "the attempt", body = Object), (status = 409, description = "not in wrap-up", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let input: DispositionInput = typed(json_body(&body)?)?;
@@ -459,9 +663,9 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
 
 // ---- single calls -----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CallInput {
+pub struct CallInput {
     operator_id: OperatorId,
     #[serde(default)]
     phone: Option<String>,
@@ -475,15 +679,28 @@ struct CallInput {
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
-    correlation_id: Option<String>,
+    pub correlation_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     crm: Option<Value>,
 }
 
 /// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
 /// exists; refusals change nothing.
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallInput, description = "the call to place", content_type = "application/json"), responses((status = 201, description = "the attempt", body = Object), (status = 404, description = "unknown operator", body = ErrorBody), (status = 409, description = "operator or number busy", body = ErrorBody), (status = 422, description = "invalid input, DNC", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    let input: CallInput = typed(json_body(&body)?)?;
+    let view = place_call(&s, parse_call_request(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// A call request body (REST or the `outbound.call.request` queue), checked field by field.
+pub fn parse_call_request(body: &[u8]) -> ApiResult<CallInput> {
+    typed(json_body(body)?)
+}
+
+/// Places a single call for an operator; the answer is the attempt. Shared by the REST route
+/// and the AMQP request consumer, so both accept and refuse exactly the same requests.
+pub async fn place_call(s: &ApiState, input: CallInput) -> ApiResult<Value> {
     let campaign = match input.campaign_id {
         Some(id) => Some(campaigns::get(&s.pool, id).await.map_err(|e| match e {
             StoreError::NotFound => ApiError::invalid("campaign_id", "no such campaign"),
@@ -544,11 +761,12 @@ async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(Statu
     };
     s.engine.single_call(call).await.map_err(command_error)?;
     let view = attempts::get(&s.pool, attempt).await?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    Ok(json!(view))
 }
 
 /// Stops a live attempt: the customer leg (and a ringing operator leg) is hung up, status
 /// `canceled`.
+#[utoipa::path(post, path = "/api/v1/attempts/{id}/cancel", tag = "attempts", operation_id = "cancel_attempt", params(("id" = String, Path, description = "attempt id")), responses((status = 202, description = "canceling", body = Object), (status = 409, description = "not live", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let attempt = attempts::get(&s.pool, id)
@@ -567,6 +785,7 @@ async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
 
 /// The operator's preview queue: the lead offered now (if any), then the next few due leads of
 /// the preview campaigns they work.
+#[utoipa::path(get, path = "/api/v1/operators/{id}/queue", tag = "preview", operation_id = "operator_queue", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "offered lead and the next due leads", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["calls:write"]), ("token" = ["reports:read"])))]
 async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let op = operators::get(&s.pool, id).await.map_err(operator_error)?;
@@ -602,6 +821,7 @@ async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/dial", tag = "preview", operation_id = "dial_offered", params(("id" = String, Path, description = "operator id")), responses((status = 201, description = "the attempt", body = Object), (status = 409, description = "nothing offered", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
 async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let attempt = s
@@ -616,12 +836,13 @@ async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiR
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SkipInput {
     reason: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/skip", tag = "preview", operation_id = "skip_offered", params(("id" = String, Path, description = "operator id")), request_body(content = SkipInput, description = "why", content_type = "application/json"), responses((status = 200, description = "skipped", body = Object), (status = 409, description = "nothing offered", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
 async fn skip_offered(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: SkipInput = typed(json_body(&body)?)?;

@@ -146,7 +146,7 @@ impl Default for CampaignSpec {
 }
 
 /// One problem with one field, for a 422 answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -163,14 +163,17 @@ pub async fn act(pool: &PgPool, id: CampaignId, action: Action) -> Result<Campai
         .ok_or(StoreError::NotFound)?;
     let current = CampaignState::parse(&state).expect("constraint keeps states known");
     let next = current.apply(action).map_err(StoreError::Conflict)?;
-    sqlx::query(
-        "UPDATE campaigns SET state = $2, updated_at = now(),
-             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-             stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END
-         WHERE id = $1",
-    )
+    sqlx::query(&format!(
+        "WITH c AS (
+             UPDATE campaigns SET state = $2, updated_at = now(),
+                 started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+                 stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END
+             WHERE id = $1 RETURNING id, name, state, $3::text AS previous
+         ) {STATE_EVENT}"
+    ))
     .bind(id)
     .bind(next.as_str())
+    .bind(current.as_str())
     .execute(&mut *tx)
     .await?;
     if next == CampaignState::Stopped {
@@ -186,16 +189,27 @@ pub async fn act(pool: &PgPool, id: CampaignId, action: Action) -> Result<Campai
     get(pool, id).await
 }
 
+/// `INSERT INTO outbox ... SELECT` of a `CampaignStateChanged` event from `c` (id, name,
+/// state, previous), written in the statement that changes the state.
+const STATE_EVENT: &str = "INSERT INTO outbox (id, event_type, routing_key, payload)
+     SELECT gen_random_uuid(), 'CampaignStateChanged', 'campaign.state',
+            jsonb_build_object('type', 'CampaignStateChanged', 'occurredAt', now(), 'campaignId', c.id,
+                'name', c.name, 'state', c.state, 'previousState', c.previous)
+     FROM c";
+
 /// Marks running campaigns with nothing left to call as finished.
 pub async fn finish_completed(pool: &PgPool) -> Result<Vec<CampaignId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE campaigns c SET state = 'finished', updated_at = now()
-         WHERE c.state = 'running'
-           AND EXISTS (SELECT 1 FROM leads l WHERE l.campaign_id = c.id)
-           AND NOT EXISTS (SELECT 1 FROM leads l WHERE l.campaign_id = c.id
-                           AND l.state IN ('pending', 'scheduled', 'dialing'))
-         RETURNING c.id",
-    )
+    sqlx::query_scalar(&format!(
+        "WITH c AS (
+             UPDATE campaigns c SET state = 'finished', updated_at = now()
+             WHERE c.state = 'running'
+               AND EXISTS (SELECT 1 FROM leads l WHERE l.campaign_id = c.id)
+               AND NOT EXISTS (SELECT 1 FROM leads l WHERE l.campaign_id = c.id
+                               AND l.state IN ('pending', 'scheduled', 'dialing'))
+             RETURNING c.id, c.name, c.state, 'running'::text AS previous
+         ), events AS ({STATE_EVENT})
+         SELECT id FROM c"
+    ))
     .fetch_all(pool)
     .await
 }

@@ -1,4 +1,22 @@
 //! Events for the CRM: written to the `outbox` table in the transaction of the change they
-//! report (see `calls::store`), then published to RabbitMQ by the [`relay`].
+//! report (attempts in `calls::store`, operators and campaigns in their stores), then published
+//! to RabbitMQ by the [`relay`] and POSTed to webhook subscriptions by [`webhooks`]. Call
+//! requests come in through [`requests`]. `contracts/` holds the JSON Schema of each.
 
 pub mod relay;
+pub mod requests;
+pub mod webhooks;
+
+/// Every event type the outbox carries (routing key in brackets):
+/// call events `call.*`, `operator.state`, `campaign.state`.
+pub const EVENT_TYPES: [&str; 9] = [
+    "OutboundCallInitiated",
+    "OutboundCallRinging",
+    "OutboundCallAnswered",
+    "OutboundCallBridged",
+    "OutboundCallFailed",
+    "OutboundCallEnded",
+    "OutboundCallDisposition",
+    "OperatorStateChanged",
+    "CampaignStateChanged",
+];

@@ -179,13 +179,19 @@ pub async fn set_state(
         Some((c, b, i)) => (Some(c), Some(b), Some(i)),
         None => (None, None, None),
     };
-    sqlx::query(
-        "UPDATE operators SET state = $2, state_changed_at = now(), updated_at = now(),
-             session_channel_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($3, session_channel_id) END,
-             session_bridge_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($4, session_bridge_id) END,
-             session_instance = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($5, session_instance) END
-         WHERE id = $1",
-    )
+    // The change and its event (when the state really changed) in one statement.
+    sqlx::query(&format!(
+        "WITH old AS (SELECT id, state FROM operators WHERE id = $1 FOR UPDATE),
+         changed AS (
+             UPDATE operators o SET state = $2, state_changed_at = now(), updated_at = now(),
+                 session_channel_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($3, o.session_channel_id) END,
+                 session_bridge_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($4, o.session_bridge_id) END,
+                 session_instance = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($5, o.session_instance) END
+             FROM old WHERE o.id = old.id
+             RETURNING o.id, o.name, o.endpoint, o.state, old.state AS previous
+         )
+         {STATE_EVENT} FROM changed o WHERE o.state <> o.previous"
+    ))
     .bind(id)
     .bind(state.as_str())
     .bind(channel)
@@ -196,15 +202,26 @@ pub async fn set_state(
     Ok(())
 }
 
+/// `INSERT INTO outbox ... SELECT` of an `OperatorStateChanged` event; the query it is
+/// appended to supplies `o` with id, name, endpoint, state and previous.
+const STATE_EVENT: &str = "INSERT INTO outbox (id, event_type, routing_key, payload)
+     SELECT gen_random_uuid(), 'OperatorStateChanged', 'operator.state',
+            jsonb_build_object('type', 'OperatorStateChanged', 'occurredAt', now(), 'operatorId', o.id,
+                'name', o.name, 'endpoint', o.endpoint, 'state', o.state, 'previousState', o.previous)";
+
 /// Sessions this instance held before a restart are gone with their channels.
 pub async fn reset_sessions(pool: &PgPool, instance: &str) -> Result<Vec<(OperatorId, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE operators o SET state = 'offline', state_changed_at = now(), session_channel_id = NULL,
-             session_bridge_id = NULL, session_instance = NULL
-         FROM (SELECT id, session_channel_id FROM operators WHERE session_instance = $1 FOR UPDATE) old
-         WHERE o.id = old.id
-         RETURNING o.id, old.session_channel_id",
-    )
+    sqlx::query_as(&format!(
+        "WITH old AS (SELECT id, state, session_channel_id FROM operators WHERE session_instance = $1 FOR UPDATE),
+         changed AS (
+             UPDATE operators o SET state = 'offline', state_changed_at = now(), session_channel_id = NULL,
+                 session_bridge_id = NULL, session_instance = NULL
+             FROM old WHERE o.id = old.id
+             RETURNING o.id, o.name, o.endpoint, o.state, old.state AS previous, old.session_channel_id
+         ),
+         events AS ({STATE_EVENT} FROM changed o WHERE o.state <> o.previous)
+         SELECT id, session_channel_id FROM changed"
+    ))
     .bind(instance)
     .fetch_all(pool)
     .await

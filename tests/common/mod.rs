@@ -3,6 +3,8 @@
 //! is missing the test fails with a message saying how to start it; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod contracts;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -316,6 +318,11 @@ impl Server {
 
     /// Starts on a database the test prepared (migrated); the instance id is `test-<db name>`.
     pub async fn start_on(db: TestDb, app: &str) -> Server {
+        Server::start_custom(db, app, |_| {}).await
+    }
+
+    /// Starts on a migrated database with settings changed by `tweak`.
+    pub async fn start_custom(db: TestDb, app: &str, tweak: impl FnOnce(&mut Settings)) -> Server {
         ari_client("probe").await;
         let pool = db.pool().await;
         let mut s = settings();
@@ -324,14 +331,24 @@ impl Server {
         s.ari.app = app.to_owned();
         s.instance.id = format!("test-{}", db.name);
         s.http.shutdown_grace_secs = 5;
+        tweak(&mut s);
         let app = obzvon::app::App::build(s).await.unwrap();
         let base = format!("http://{}/api/v1", app.local_addr());
+        // The test's client is an admin, like a CRM with every scope.
+        let (token, _) = obzvon::auth::create(&pool, "tests", &["admin".to_owned()], "test")
+            .await
+            .unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         let cancel = app.cancel_token();
         let task = tokio::spawn(app.run_until_stopped());
         let server = Server {
             db,
             base,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().default_headers(headers).build().unwrap(),
             pool,
             cancel,
             task: Some(task),

@@ -1,0 +1,246 @@
+//! Call requests in: a consumer of the `outbound.call.request` queue. A message body is the
+//! same JSON as `POST /api/v1/calls` and goes through the same checks and the same engine
+//! command. The message's AMQP `correlation_id` is used when the body names none, so the CRM's
+//! id comes back in every event of the call. A request that cannot be placed (bad JSON, unknown
+//! operator, busy number, ...) is republished to the dead-letter queue
+//! `<queue>.dead` with the reason in the `x-obzvon-reason` header and acknowledged: never
+//! retried forever, never a reason to stop consuming. With `reply_to` set, the outcome is also
+//! sent there.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiError, ApiState};
+
+pub struct RequestConsumer {
+    state: ApiState,
+    url: SecretString,
+    queue: String,
+}
+
+/// The dead-letter exchange and queue for a request queue.
+pub fn dead_letter_names(queue: &str) -> (String, String) {
+    (format!("{queue}.dlx"), format!("{queue}.dead"))
+}
+
+impl RequestConsumer {
+    pub fn new(state: ApiState, url: SecretString, queue: String) -> RequestConsumer {
+        RequestConsumer { state, url, queue }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let session = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                s = self.connect() => s,
+            };
+            match session {
+                Ok((connection, channel)) => {
+                    tracing::info!(queue = self.queue, "consuming call requests");
+                    backoff = Duration::from_millis(500);
+                    let reason = self.consume(&channel, &cancel).await;
+                    let _ = connection.close(0, "bye").await;
+                    match reason {
+                        None => return Ok(()),
+                        Some(e) => tracing::warn!(error = %format!("{e:#}"), "call request consumer lost RabbitMQ"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), retry_ms = backoff.as_millis() as u64,
+                    "call request consumer cannot reach RabbitMQ"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
+        let connection = tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(self.url.expose_secret(), ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+        let channel = connection.create_channel().await?;
+        declare(&channel, &self.queue).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel.basic_qos(16, BasicQosOptions::default()).await?;
+        Ok((connection, channel))
+    }
+
+    async fn consume(&self, channel: &Channel, cancel: &CancellationToken) -> Option<anyhow::Error> {
+        let consumer = channel
+            .basic_consume(
+                self.queue.as_str(),
+                "obzvon-call-requests",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        let mut consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => return Some(e.into()),
+        };
+        loop {
+            let delivery = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                d = consumer.next() => d,
+            };
+            match delivery {
+                None => return Some(anyhow::anyhow!("the broker closed the consumer")),
+                Some(Err(e)) => return Some(e.into()),
+                Some(Ok(delivery)) => {
+                    if let Err(e) = self.handle(channel, &delivery).await {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places the call or dead-letters the message; errors only when the broker fails.
+    async fn handle(&self, channel: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
+        let props = &delivery.properties;
+        let outcome = match api::parse_call_request(&delivery.data) {
+            Ok(mut input) => {
+                if input.correlation_id.is_none() {
+                    input.correlation_id = props.correlation_id().as_ref().map(|c| c.to_string());
+                }
+                api::place_call(&self.state, input).await
+            }
+            Err(e) => Err(e),
+        };
+        let reply = match &outcome {
+            Ok(attempt) => {
+                tracing::info!(attempt = %attempt["id"], "call request placed");
+                json!({ "ok": true, "attempt": attempt })
+            }
+            Err(e) => {
+                let (code, reason) = describe(e);
+                tracing::warn!(code, reason, "call request refused; dead-lettered");
+                let mut headers = props.headers().clone().unwrap_or_default();
+                headers.insert("x-obzvon-reason".into(), AMQPValue::LongString(reason.clone().into()));
+                headers.insert("x-obzvon-error".into(), AMQPValue::LongString(code.into()));
+                let mut dead = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(headers);
+                if let Some(c) = props.correlation_id() {
+                    dead = dead.with_correlation_id(c.clone());
+                }
+                if let Some(m) = props.message_id() {
+                    dead = dead.with_message_id(m.clone());
+                }
+                let (dlx, _) = dead_letter_names(&self.queue);
+                let confirm = channel
+                    .basic_publish(dlx.as_str(), "", BasicPublishOptions::default(), &delivery.data, dead)
+                    .await?
+                    .await?;
+                if !confirm.is_ack() {
+                    // Let the broker dead-letter it (queue argument) rather than lose or loop.
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: false,
+                            ..Default::default()
+                        })
+                        .await?;
+                    return Ok(());
+                }
+                json!({ "ok": false, "error": code, "reason": reason })
+            }
+        };
+        if let Some(reply_to) = props.reply_to() {
+            let mut p = BasicProperties::default().with_content_type("application/json".into());
+            if let Some(c) = props.correlation_id() {
+                p = p.with_correlation_id(c.clone());
+            }
+            let body = serde_json::to_vec(&reply)?;
+            // A reply that cannot be routed is dropped by the broker; it never blocks requests.
+            channel
+                .basic_publish("", reply_to.as_str(), BasicPublishOptions::default(), &body, p)
+                .await?
+                .await?;
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+}
+
+fn describe(e: &ApiError) -> (&'static str, String) {
+    let code = match e {
+        ApiError::NotFound(_) => "not_found",
+        ApiError::BadRequest(_) => "bad_request",
+        ApiError::Invalid(_) => "invalid",
+        ApiError::Unauthorized(_) => "unauthorized",
+        ApiError::Forbidden(_) => "forbidden",
+        ApiError::Conflict(_) => "conflict",
+        ApiError::Unavailable(_) => "unavailable",
+        ApiError::Internal(_) => "internal",
+    };
+    let reason = match e {
+        ApiError::Invalid(fields) => fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        ApiError::Internal(err) => {
+            tracing::error!(error = %format!("{err:#}"), "call request failed");
+            "internal error; see the obzvon log".to_owned()
+        }
+        other => other.to_string(),
+    };
+    (code, reason)
+}
+
+/// The request queue (durable, dead-lettering to `<queue>.dlx`) and the dead-letter queue.
+pub async fn declare(channel: &Channel, queue: &str) -> anyhow::Result<()> {
+    let (dlx, dead) = dead_letter_names(queue);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            dlx.as_str(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(dead.as_str(), durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            dead.as_str(),
+            dlx.as_str(),
+            "",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(dlx.as_str().into()),
+    );
+    channel.queue_declare(queue, durable, args).await?;
+    Ok(())
+}
