@@ -103,6 +103,11 @@ postgres_up() {
 	if ! runuser -u postgres -- psql -qAtc "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1; then
 		runuser -u postgres -- createdb -O "$DB_USER" "$DB_NAME"
 	fi
+	# Asterisk's cdr_pgsql reads the table's columns when it loads, so the CDR table must exist
+	# before Asterisk starts; obzvon's migration for it is idempotent and applied here as well.
+	psql "postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME" -v ON_ERROR_STOP=1 -q \
+		-f "$REPO/migrations/20261124000006_cdr.sql" >/dev/null 2>&1 ||
+		die "cannot create the CDR table in $DB_NAME"
 }
 
 # ---- RabbitMQ -----------------------------------------------------------------------------
@@ -163,9 +168,14 @@ chroot_packages() {
 }
 
 # The project's configuration and dialplan go into the chroot on every start.
+config_sum() {
+	cat "$REPO"/asterisk-config/*.conf "$REPO"/dialplan/*.conf | sha256sum | cut -d' ' -f1
+}
+
 install_config() {
 	local etc=$ROOTFS/etc/asterisk
 	cp "$REPO"/asterisk-config/*.conf "$etc/"
+	config_sum >"$etc/.obzvon-config-sum"
 	rm -rf "$etc/obzvon"
 	mkdir -p "$etc/obzvon"
 	cp "$REPO"/dialplan/*.conf "$etc/obzvon/"
@@ -191,6 +201,11 @@ asterisk_start() {
 	apt_install curl
 	mkdir -p "$LOG_DIR"
 	chroot_build
+	if asterisk_pid >/dev/null &&
+		[ "$(cat "$ROOTFS/etc/asterisk/.obzvon-config-sum" 2>/dev/null)" != "$(config_sum)" ]; then
+		say "the configuration changed; restarting Asterisk"
+		asterisk_stop
+	fi
 	if asterisk_pid >/dev/null; then
 		install_config
 		ari_ready && return 0
@@ -269,7 +284,8 @@ case "${1:-}" in
 up)
 	need_root
 	started=$(date +%s)
-	apt_install curl sip-tester
+	# prometheus: for promtool, which checks and unit-tests alerts/ in the test suite.
+	apt_install curl sip-tester prometheus
 	postgres_up
 	rabbitmq_up
 	asterisk_start

@@ -154,6 +154,14 @@ impl App {
         tasks.spawn(named("outbox-relay", relay.run(cancel.child_token())));
         tasks.spawn(named("call-requests", requests.run(cancel.child_token())));
         tasks.spawn(named("webhooks", webhooks.run(cancel.child_token())));
+        tasks.spawn(named(
+            "metrics",
+            crate::metrics::collect(pool.clone(), cancel.child_token()),
+        ));
+        tasks.spawn(named(
+            "metrics-ari",
+            crate::metrics::watch_ari(shared.ari_state.clone(), cancel.child_token()),
+        ));
         let ops = ops_router(shared);
         match ops_listener {
             Some(ops_listener) => {
@@ -231,6 +239,7 @@ fn ops_router(shared: Shared) -> Router {
 }
 
 async fn serve_http(listener: TcpListener, router: Router, cancel: CancellationToken) -> anyhow::Result<()> {
+    let router = router.layer(axum::middleware::from_fn(crate::metrics::track_http));
     tracing::info!(addr = %listener.local_addr()?, "http listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { cancel.cancelled().await })

@@ -20,4 +20,5 @@ pub mod leads;
 pub mod metrics;
 pub mod operators;
 pub mod phone;
+pub mod reports;
 pub mod telemetry;

@@ -49,6 +49,8 @@ fn expected() -> BTreeMap<(String, String), Vec<&'static str>> {
         ("get", "/api/v1/attempts/{id}", vec![c, w, r]),
         ("post", "/api/v1/attempts/{id}/cancel", vec![c]),
         ("post", "/api/v1/attempts/{id}/disposition", vec![c]),
+        ("get", "/api/v1/reports/{dimension}", vec![r]),
+        ("get", "/api/v1/campaigns/{id}/live", vec![w, r]),
         ("get", "/api/v1/webhooks", vec![]),
         ("post", "/api/v1/webhooks", vec![]),
         ("delete", "/api/v1/webhooks/{id}", vec![]),
@@ -133,6 +135,7 @@ async fn every_operation_is_documented_and_refuses_missing_or_wrong_scopes() {
     for ((method, template), scopes) in &documented {
         let path = template
             .replace("{action}", "start")
+            .replace("{dimension}", "campaigns")
             .replace("/dnc/{id}", "/dnc/1")
             .replace("{id}", "00000000-0000-4000-8000-000000000000");
         let what = format!("{method} {template}");

@@ -357,7 +357,8 @@ async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit
     let csv = format!("phone\n{}\n{}\n{}\n", number(1, 1, 4), number(1, 1, 4), number(1, 1, 4));
     let id = server.running_campaign(campaign_body(
                 "abandon",
-                json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000, "retry_delays_secs": {}}),
+                json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000, "retry_delays_secs": {},
+                       "max_abandon_rate": 1.0}),
             ), csv).await;
     wait_settled(&server, &id, Duration::from_secs(40), 0).await;
 

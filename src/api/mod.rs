@@ -2,6 +2,7 @@
 //! attempts and dispositions. Handlers parse and check input, then call the domain modules.
 
 pub mod error;
+pub mod reports;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -75,6 +76,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(reports::report))
+        .routes(routes!(reports::campaign_live))
         .split_for_parts()
 }
 
@@ -180,7 +183,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::NotFound("campaign not found".into()),
         StoreError::Invalid(fields) => ApiError::Invalid(fields),

@@ -36,6 +36,10 @@ pub struct CampaignSpec {
     pub connect_limit_ms: u64,
     /// What an abandoned customer hears before we hang up (ARI media URI).
     pub abandon_message: String,
+    /// The cap on abandoned ÷ answered calls per local day (3 % in most regulations). Once a
+    /// campaign reaches it, progressive pacing stops over-dialling (ratio 1) for the rest of
+    /// the day.
+    pub max_abandon_rate: f64,
     pub max_concurrent_calls: u32,
     pub calls_per_second: f64,
     /// Operators who work this campaign; empty means every operator.
@@ -129,6 +133,7 @@ impl Default for CampaignSpec {
             wrap_up_secs: 10,
             connect_limit_ms: 2000,
             abandon_message: "sound:vm-goodbye".to_owned(),
+            max_abandon_rate: 0.03,
             max_concurrent_calls: 10,
             calls_per_second: 5.0,
             operators: Vec::new(),
@@ -244,6 +249,9 @@ impl CampaignSpec {
         }
         if !self.abandon_message.contains(':') {
             bad("abandon_message", "an ARI media URI such as sound:vm-goodbye");
+        }
+        if !(0.0..=1.0).contains(&self.max_abandon_rate) {
+            bad("max_abandon_rate", "a fraction between 0 and 1, e.g. 0.03 for 3 %");
         }
         if !(1..=10_000).contains(&self.max_concurrent_calls) {
             bad("max_concurrent_calls", "must be between 1 and 10000");

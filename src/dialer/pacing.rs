@@ -16,6 +16,15 @@ pub struct PacingInput {
     pub max_concurrent: usize,
 }
 
+/// The ratio to dial with: over-dialling (ratio above 1) is what abandons calls, so a campaign
+/// whose abandon rate today reached its cap dials one call per ready operator until tomorrow.
+pub fn effective_ratio(ratio: f64, abandon_rate_today: Option<f64>, cap: f64) -> f64 {
+    match abandon_rate_today {
+        Some(rate) if rate >= cap && ratio > 1.0 => 1.0,
+        _ => ratio,
+    }
+}
+
 pub fn calls_to_place(input: PacingInput) -> usize {
     let wanted = (input.ready_operators as f64 * input.ratio).floor() as usize;
     let by_operators = wanted.saturating_sub(input.dialing);
@@ -71,6 +80,14 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_dialling_stops_at_the_abandon_cap_and_only_then() {
+        assert_eq!(effective_ratio(2.5, None, 0.03), 2.5, "no answers yet today");
+        assert_eq!(effective_ratio(2.5, Some(0.029), 0.03), 2.5);
+        assert_eq!(effective_ratio(2.5, Some(0.03), 0.03), 1.0);
+        assert_eq!(effective_ratio(0.5, Some(0.5), 0.03), 0.5, "never raised");
+    }
 
     fn input(ready: usize, ratio: f64, dialing: usize, live: usize, max: usize) -> PacingInput {
         PacingInput {

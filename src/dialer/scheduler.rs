@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use super::pacing::{calls_to_place, PacingInput, RateLimiter};
+use super::pacing::{calls_to_place, effective_ratio, PacingInput, RateLimiter};
 use super::window;
 use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
 use crate::campaigns::spec::{CampaignSpec, PacingMode};
@@ -29,7 +29,11 @@ pub struct Scheduler {
     engine: EngineHandle,
     instance: String,
     limiters: HashMap<CampaignId, RateLimiter>,
+    /// Today's abandon rate per campaign, re-read every few seconds (only for ratio above 1).
+    abandon_rates: HashMap<CampaignId, (Instant, Option<f64>)>,
 }
+
+const ABANDON_RATE_REFRESH: Duration = Duration::from_secs(3);
 
 /// What one claim did, for tests and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,6 +51,7 @@ impl Scheduler {
             engine,
             instance,
             limiters: HashMap::new(),
+            abandon_rates: HashMap::new(),
         }
     }
 
@@ -61,6 +66,7 @@ impl Scheduler {
                     0
                 }
             };
+            metrics::histogram!(crate::metrics::SCHEDULER_TICK).record(started.elapsed().as_secs_f64());
             tracing::trace!(
                 placed,
                 duration_ms = started.elapsed().as_millis() as u64,
@@ -114,9 +120,20 @@ impl Scheduler {
                 .filter(|r| spec.operators.is_empty() || spec.operators.contains(&r.id))
                 .filter(|r| spec.skills.iter().all(|s| r.skills.contains(s)))
                 .count();
+            let ratio = if spec.pacing.ratio > 1.0 {
+                let rate = self.abandon_rate(campaign.id).await?;
+                let ratio = effective_ratio(spec.pacing.ratio, rate, spec.max_abandon_rate);
+                if ratio < spec.pacing.ratio {
+                    tracing::debug!(campaign.id = %campaign.id, ?rate, cap = spec.max_abandon_rate,
+                        "abandon cap reached; dialling one call per ready operator");
+                }
+                ratio
+            } else {
+                spec.pacing.ratio
+            };
             let wanted = calls_to_place(PacingInput {
                 ready_operators: eligible,
-                ratio: spec.pacing.ratio,
+                ratio,
                 dialing: load.dialing,
                 live: load.live,
                 max_concurrent: spec.max_concurrent_calls as usize,
@@ -149,6 +166,17 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    async fn abandon_rate(&mut self, campaign: CampaignId) -> Result<Option<f64>, sqlx::Error> {
+        if let Some((at, rate)) = self.abandon_rates.get(&campaign) {
+            if at.elapsed() < ABANDON_RATE_REFRESH {
+                return Ok(*rate);
+            }
+        }
+        let rate = crate::reports::abandon_rate_today(&self.pool, campaign).await?;
+        self.abandon_rates.insert(campaign, (Instant::now(), rate));
+        Ok(rate)
+    }
+
     /// Preview: each eligible ready operator without an offer gets the next due lead, reserved
     /// for them for the campaign's reservation time.
     async fn offer_previews(

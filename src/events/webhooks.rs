@@ -61,6 +61,10 @@ impl Dispatcher {
             .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
             .user_agent(concat!("obzvon/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        for outcome in ["delivered", "retry", "failed"] {
+            // Exported from the start: a dashboard shows 0, not "no data".
+            metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+        }
         Ok(Dispatcher { pool, http, settings })
     }
 
@@ -116,7 +120,7 @@ impl Dispatcher {
             let tries = d.tries + 1;
             match outcome {
                 Outcome::Delivered(status) => {
-                    metrics::counter!("obzvon_webhook_deliveries_total", "outcome" => "delivered").increment(1);
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
                     sqlx::query(
                         "UPDATE webhook_deliveries SET status = 'delivered', tries = $2, last_status = $3,
                              last_error = NULL, delivered_at = now() WHERE id = $1",
@@ -130,7 +134,7 @@ impl Dispatcher {
                 Outcome::Failed(status, error) => {
                     let give_up = tries as u32 >= self.settings.max_tries;
                     let outcome = if give_up { "failed" } else { "retry" };
-                    metrics::counter!("obzvon_webhook_deliveries_total", "outcome" => outcome).increment(1);
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
                     if give_up {
                         tracing::warn!(delivery = d.id, url = d.url, event = %d.event_id, tries, error,
                             "webhook delivery failed for good");

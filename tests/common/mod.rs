@@ -465,3 +465,18 @@ impl Drop for Server {
         self.cancel.cancel();
     }
 }
+
+/// Every dashboard file, parsed.
+pub fn dashboards() -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo_path("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            out.push((path.file_name().unwrap().to_string_lossy().into_owned(), json));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

@@ -198,6 +198,8 @@ struct Session {
 struct Call {
     claimed: Claimed,
     status: AttemptStatus,
+    /// When we asked Asterisk to dial (originate-to-ring latency).
+    dialed: Instant,
     answered: Option<Instant>,
     operator: Option<OperatorId>,
     abandon_at: Option<Instant>,
@@ -388,9 +390,7 @@ impl Engine {
         let attempt = claimed.attempt;
         let channel = attempt.channel_id();
         let spec = claimed.spec.clone();
-        let mut variables = std::collections::BTreeMap::new();
-        variables.insert("CDR(userfield)".to_owned(), attempt.to_string());
-        variables.insert("CHANNEL(accountcode)".to_owned(), accountcode(claimed.campaign));
+        let variables = cdr_variables(attempt, claimed.campaign);
         let request = Originate {
             endpoint: spec.trunk.replace("{number}", &claimed.phone),
             channel_id: Some(channel.clone()),
@@ -405,6 +405,7 @@ impl Engine {
             Call {
                 claimed: claimed.clone(),
                 status: AttemptStatus::Init,
+                dialed: Instant::now(),
                 answered: None,
                 operator: None,
                 abandon_at: None,
@@ -502,6 +503,7 @@ impl Engine {
                 let call = self.calls.get_mut(channel).expect("checked");
                 if call.status == AttemptStatus::Init {
                     call.status = AttemptStatus::Ringing;
+                    metrics::histogram!(crate::metrics::ORIGINATE_TO_RING).record(call.dialed.elapsed().as_secs_f64());
                     let change = Change {
                         ringing_at: Some(event.timestamp.to_utc()),
                         ..Default::default()
@@ -1130,6 +1132,17 @@ pub async fn recover_after_restart(pool: &PgPool, ari: &AriClient, instance: &st
 /// The CDR account code: the campaign, or `single` for calls outside campaigns.
 fn accountcode(campaign: Option<CampaignId>) -> String {
     campaign.map_or_else(|| "single".to_owned(), |c| c.to_string())
+}
+
+/// Channel variables that tie Asterisk's CDRs to the attempt: the attempt id in the userfield,
+/// the campaign as account code, and the customer as CDR party A, so the bridged conversation's
+/// record is the customer's (posted when the customer hangs up), not the operator's session's.
+fn cdr_variables(attempt: AttemptId, campaign: Option<CampaignId>) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("CDR(userfield)".to_owned(), attempt.to_string()),
+        ("CHANNEL(accountcode)".to_owned(), accountcode(campaign)),
+        ("CDR_PROP(party_a)".to_owned(), "1".to_owned()),
+    ])
 }
 
 /// Which ready operator takes a call: the preferred one (a callback) if eligible, else by the

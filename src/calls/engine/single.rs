@@ -3,7 +3,6 @@
 //! on the bridge, or the trunk's early media). Without one the operator's phone is rung first
 //! and the customer is dialled once the operator answers, into a bridge of the call's own.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,6 +137,7 @@ impl Engine {
                     preferred_operator: None,
                 },
                 status: AttemptStatus::Init,
+                dialed: Instant::now(),
                 answered: None,
                 operator: None,
                 abandon_at: None,
@@ -185,13 +185,8 @@ impl Engine {
         let Some(single) = call.single.as_mut() else { return };
         single.customer_dialled = true;
         let single = single.clone();
-        let mut variables = BTreeMap::new();
+        let mut variables = super::cdr_variables(attempt, call.claimed.campaign);
         variables.insert("CALLERID(num)".to_owned(), single.caller_id.clone());
-        variables.insert("CDR(userfield)".to_owned(), attempt.to_string());
-        variables.insert(
-            "CHANNEL(accountcode)".to_owned(),
-            super::accountcode(call.claimed.campaign),
-        );
         let created = self
             .ari
             .create_channel(&CreateChannel {
@@ -214,6 +209,9 @@ impl Engine {
         let attempt = call.claimed.attempt;
         let Some(single) = call.single.clone() else { return };
         let Some(bridge) = single.bridge.clone() else { return };
+        if let Some(call) = self.calls.get_mut(channel) {
+            call.dialed = Instant::now();
+        }
         let placed = async {
             self.ari.add_channels(&bridge, &[channel]).await?;
             self.ari.dial(channel, None, Some(single.dial_timeout_secs)).await
@@ -252,6 +250,7 @@ impl Engine {
                 }
                 if let Some(call) = self.calls.get_mut(channel) {
                     call.status = AttemptStatus::Ringing;
+                    metrics::histogram!(crate::metrics::ORIGINATE_TO_RING).record(call.dialed.elapsed().as_secs_f64());
                 }
                 // The operator hears ringing until the customer answers.
                 if let Some(bridge) = &single.bridge {

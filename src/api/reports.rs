@@ -1,0 +1,156 @@
+//! Reports over REST (scope `reports:read`): `GET /api/v1/reports/{dimension}` as JSON, or as
+//! CSV streamed row by row with `Accept: text/csv`; and a campaign's live view.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse_id, store_error, ApiError, ApiResult, ApiState, ErrorBody};
+use crate::campaigns::store as campaigns;
+use crate::ids::CampaignId;
+use crate::reports::{self, Dimension, ReportQuery};
+
+#[derive(Deserialize)]
+pub struct ReportParams {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    campaign_id: Option<String>,
+    tz: Option<String>,
+}
+
+/// Dials, answered, answer and abandon rates, talk and ring times, attempts per lead,
+/// conversion, billed seconds (CDR) and results, grouped by campaign, operator, day or hour of
+/// attempts created in [from, to) (default: the last 24 hours).
+#[utoipa::path(get, path = "/api/v1/reports/{dimension}", tag = "reports", operation_id = "report",
+    params(("dimension" = String, Path, description = "campaigns, operators, days or hours"),
+        ("from" = Option<String>, Query, description = "RFC 3339; default 24 hours before `to`"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive; default now"),
+        ("campaign_id" = Option<String>, Query, description = "only this campaign"),
+        ("tz" = Option<String>, Query, description = "IANA zone for days and hours; default the campaign's, else UTC")),
+    responses((status = 200, description = "rows as JSON, or CSV with Accept: text/csv", body = Object),
+        (status = 404, description = "unknown dimension or campaign", body = ErrorBody),
+        (status = 422, description = "bad range or zone", body = ErrorBody),
+        (status = 401, description = "no or unknown token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody)),
+    security(("token" = ["reports:read"])))]
+pub async fn report(
+    State(s): State<ApiState>,
+    Path(dimension): Path<String>,
+    Query(params): Query<ReportParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let dimension = Dimension::parse(&dimension).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no report {dimension:?}; use campaigns, operators, days or hours"
+        ))
+    })?;
+    let to = params.to.unwrap_or_else(Utc::now);
+    let from = params.from.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    let campaign = match params.campaign_id.as_deref() {
+        Some(raw) => {
+            let id: CampaignId = parse_id(raw, "campaign")?;
+            Some(campaigns::get(&s.pool, id).await.map_err(store_error)?)
+        }
+        None => None,
+    };
+    let timezone = params
+        .tz
+        .or_else(|| campaign.as_ref().map(|c| c.spec.timezone.clone()))
+        .unwrap_or_else(|| "UTC".to_owned());
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ApiError::invalid("tz", "an IANA time zone such as Europe/Moscow"));
+    }
+    let query = ReportQuery {
+        dimension,
+        from,
+        to,
+        campaign: campaign.map(|c| c.id),
+        timezone,
+    };
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if !wants_csv {
+        let rows = reports::collect(&s.pool, &query).await?;
+        return Ok(
+            Json(json!({ "dimension": dimension_name(dimension), "from": from, "to": to, "rows": rows }))
+                .into_response(),
+        );
+    }
+    // CSV: a task reads the rows and sends each as soon as PostgreSQL returns it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let pool = s.pool.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(csv_line(&reports::csv_header()))).await;
+        let sql = reports::sql(query.dimension);
+        let mut rows = std::pin::pin!(reports::rows(&pool, &query, &sql));
+        while let Some(row) = rows.next().await {
+            let chunk = row.map(|r| csv_line(&reports::csv_record(&r))).map_err(|e| {
+                tracing::error!(error = %e, "report query failed while streaming");
+                std::io::Error::other("report query failed")
+            });
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let filename = format!(
+        "obzvon-{}-{}.csv",
+        dimension_name(dimension),
+        from.format("%Y%m%dT%H%M")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn dimension_name(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Campaign => "campaigns",
+        Dimension::Operator => "operators",
+        Dimension::Day => "days",
+        Dimension::Hour => "hours",
+    }
+}
+
+fn csv_line(fields: &[String]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(fields).expect("writing to memory");
+    w.into_inner().expect("writing to memory")
+}
+
+/// Leads by state, calls in flight, the campaign's operators by state, today's abandon rate.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/live", tag = "reports", operation_id = "campaign_live",
+    params(("id" = String, Path, description = "campaign id")),
+    responses((status = 200, description = "the live view", body = Object),
+        (status = 404, description = "no such campaign", body = ErrorBody),
+        (status = 401, description = "no or unknown token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody)),
+    security(("token" = ["reports:read"]), ("token" = ["campaigns:write"])))]
+pub async fn campaign_live(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id: CampaignId = parse_id(&id, "campaign")?;
+    match reports::live(&s.pool, id).await? {
+        Value::Null => Err(ApiError::NotFound("campaign not found".into())),
+        view => Ok(Json(view)),
+    }
+}
