@@ -40,22 +40,6 @@ fn reasons(attempt: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn session(server: &Server, name: &str, n: u8) -> (String, Phone) {
-    let op = server.operator(name, &format!("PJSIP/op{n}")).await;
-    let phone = operator_phone(n, &["-;0;-;0;0"]);
-    let (status, body) = server
-        .call(Method::POST, &format!("/operators/{op}/session"), None)
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = op.clone();
-    server
-        .wait_operators("session ready", Duration::from_secs(10), move |ops| {
-            ops.iter().any(|o| o["id"] == id.as_str() && o["state"] == "ready")
-        })
-        .await;
-    (op, phone)
-}
-
 /// The engine records the operator's state right after the attempt's end: wait for it.
 async fn wait_operator_state(server: &Server, op: &str, state: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -77,7 +61,7 @@ async fn with_a_session_the_customer_is_dialled_into_the_operators_bridge() {
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon-test-c2c1").await;
-    let (op, _phone) = session(&server, "Olga", 1).await;
+    let (op, _phone) = server.logged_in("Olga", 1).await;
     let call = server
         .post(
             "/calls",
@@ -160,7 +144,7 @@ async fn busy_and_no_answer_put_the_operator_back_to_ready_with_the_right_result
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon-test-c2c3").await;
-    let (op, _phone) = session(&server, "Vera", 3).await;
+    let (op, _phone) = server.logged_in("Vera", 3).await;
     for (number, result) in [(number(2, 1, 0), "busy"), (number(3, 0, 0), "no-answer")] {
         let mut body = json!({"operator_id": op, "phone": number});
         if result == "no-answer" {
@@ -190,7 +174,7 @@ async fn cancel_while_ringing_hangs_up_the_customer() {
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon-test-c2c4").await;
-    let (op, _phone) = session(&server, "Gleb", 4).await;
+    let (op, _phone) = server.logged_in("Gleb", 4).await;
     let call = server
         .post("/calls", json!({"operator_id": op, "phone": number(3, 0, 0)}))
         .await;
@@ -217,7 +201,7 @@ async fn refusals_are_clear_and_create_nothing() {
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon-test-c2c5").await;
-    let (op, _phone) = session(&server, "Rita", 1).await;
+    let (op, _phone) = server.logged_in("Rita", 1).await;
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM attempts")
             .fetch_one(&server.pool)
@@ -437,7 +421,7 @@ async fn an_offer_nobody_acts_on_lapses_returns_the_lead_and_pauses_the_operator
     let _serial = SERIAL.lock().await;
     require_trunk();
     let server = Server::start("obzvon-test-prev2").await;
-    let (op, _phone) = session(&server, "Lev", 2).await;
+    let (op, _phone) = server.logged_in("Lev", 2).await;
     server
         .running_campaign(
             json!({"name": "lapse", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",

@@ -170,20 +170,6 @@ async fn bind_all(channel: &Channel, durable_name: Option<&str>) -> lapin::Consu
         .unwrap()
 }
 
-async fn logged_in(server: &Server, n: u8) -> (String, Phone) {
-    let op = server.operator(&format!("Op{n}"), &format!("PJSIP/op{n}")).await;
-    let phone = operator_phone(n, &["-;0;-;0;0", "-;0;-;0;0"]);
-    server
-        .call(reqwest::Method::POST, &format!("/operators/{op}/session"), None)
-        .await;
-    server
-        .wait_operators("session ready", Duration::from_secs(10), |ops| {
-            ops.iter().any(|o| o["id"] == op.as_str() && o["state"] == "ready")
-        })
-        .await;
-    (op, phone)
-}
-
 async fn wait_all_sent(server: &Server) {
     // The relay marks a batch sent right after the broker confirmed it; a consumer may be faster.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -212,7 +198,7 @@ async fn a_call_produces_its_full_event_sequence_on_rabbitmq_in_order() {
     let mut seen = Seen::new();
 
     let server = Server::start("obzvon-test-events").await;
-    let (op, _phone) = logged_in(&server, 1).await;
+    let (op, _phone) = server.logged_in("Op1", 1).await;
     let op_key = format!("op:{op}");
     seen.until(&mut consumer, "operator logged in", Duration::from_secs(10), |s| {
         s.by_key
@@ -391,7 +377,7 @@ async fn a_broker_outage_mid_run_delays_events_and_loses_none() {
 
     let server = Server::start("obzvon-test-outage").await;
     // Progressive pacing dials for ready operators; nobody answers, so the operator just waits.
-    let (_op, _phone) = logged_in(&server, 2).await;
+    let (_op, _phone) = server.logged_in("Op2", 2).await;
     // Calls that need no operator: busy, congestion, busy, 404, busy; no retries.
     let csv = format!(
         "phone\n{}\n{}\n{}\n{}\n{}\n",
@@ -532,7 +518,7 @@ async fn call_requests_from_the_queue_are_placed_or_dead_lettered_with_a_reason(
     obzvon::db::migrate(&db.pool().await).await.unwrap();
     let queue_name = requests.clone();
     let server = Server::start_custom(db, "obzvon-test-requests", move |s| s.amqp.request_queue = queue_name).await;
-    let (op, _phone) = logged_in(&server, 3).await;
+    let (op, _phone) = server.logged_in("Op3", 3).await;
     // The consumer declares its queues when it connects.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -63,16 +63,7 @@ fn queried_metrics(expr: &str) -> Vec<String> {
 async fn reports_match_the_attempts_cdrs_link_to_them_and_dashboards_query_exported_metrics() {
     require_trunk();
     let server = Server::start("obzvon-test-reports").await;
-    let op = server.operator("Rita", "PJSIP/op4").await;
-    let _phone = operator_phone(4, &["-;0;-;0;0"; 4]);
-    server
-        .call(reqwest::Method::POST, &format!("/operators/{op}/session"), None)
-        .await;
-    server
-        .wait_operators("session ready", Duration::from_secs(10), |ops| {
-            ops[0]["state"] == "ready"
-        })
-        .await;
+    let (op, _phone) = server.logged_in("Rita", 4).await;
     // Three answered (1 s ring, 1-2 s talk), two busy, one 503; no retries.
     let csv = format!(
         "phone,external_id\n{},a1\n{},a2\n{},a3\n{},b1\n{},b2\n{},c1\n",

@@ -3,6 +3,7 @@
 //! to RabbitMQ by the [`relay`] and POSTed to webhook subscriptions by [`webhooks`]. Call
 //! requests come in through [`requests`]. `contracts/` holds the JSON Schema of each.
 
+mod amqp;
 pub mod relay;
 pub mod requests;
 pub mod webhooks;

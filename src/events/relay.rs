@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use secrecy::{ExposeSecret, SecretString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,54 +34,31 @@ impl Relay {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let session = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                s = self.connect() => s,
-            };
-            match session {
-                Ok((connection, channel)) => {
-                    tracing::info!(exchange = self.exchange, "outbox relay connected to RabbitMQ");
-                    backoff = Duration::from_millis(500);
-                    let reason = self.publish_until_error(&channel, &cancel).await;
-                    let _ = connection.close(0, "bye").await;
-                    match reason {
-                        None => return Ok(()),
-                        Some(e) => tracing::warn!(error = %e, "outbox relay lost RabbitMQ; events wait in the outbox"),
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "RabbitMQ unreachable"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        super::amqp::keep_connected(&self.url, "outbox relay", &cancel, |channel| {
+            self.session(channel, &cancel)
+        })
+        .await
     }
 
-    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
-        let connection = tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(self.url.expose_secret(), ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
-        let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                self.exchange.as_str(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((connection, channel))
+    async fn session(&self, channel: Channel, cancel: &CancellationToken) -> Option<anyhow::Error> {
+        let setup = async {
+            channel
+                .exchange_declare(
+                    self.exchange.as_str(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await
+        };
+        if let Err(e) = setup.await {
+            return Some(e.into());
+        }
+        self.publish_until_error(&channel, cancel).await
     }
 
     /// Publishes until cancelled (None) or the broker fails (Some(error)).

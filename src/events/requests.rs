@@ -7,8 +7,6 @@
 //! retried forever, never a reason to stop consuming. With `reply_to` set, the outcome is also
 //! sent there.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -16,8 +14,8 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use secrecy::{ExposeSecret, SecretString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -40,46 +38,24 @@ impl RequestConsumer {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let session = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                s = self.connect() => s,
-            };
-            match session {
-                Ok((connection, channel)) => {
-                    tracing::info!(queue = self.queue, "consuming call requests");
-                    backoff = Duration::from_millis(500);
-                    let reason = self.consume(&channel, &cancel).await;
-                    let _ = connection.close(0, "bye").await;
-                    match reason {
-                        None => return Ok(()),
-                        Some(e) => tracing::warn!(error = %format!("{e:#}"), "call request consumer lost RabbitMQ"),
-                    }
-                }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), retry_ms = backoff.as_millis() as u64,
-                    "call request consumer cannot reach RabbitMQ"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        super::amqp::keep_connected(&self.url, "call request consumer", &cancel, |channel| {
+            self.session(channel, &cancel)
+        })
+        .await
     }
 
-    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
-        let connection = tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(self.url.expose_secret(), ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
-        let channel = connection.create_channel().await?;
-        declare(&channel, &self.queue).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        channel.basic_qos(16, BasicQosOptions::default()).await?;
-        Ok((connection, channel))
+    async fn session(&self, channel: Channel, cancel: &CancellationToken) -> Option<anyhow::Error> {
+        let setup = async {
+            declare(&channel, &self.queue).await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channel.basic_qos(16, BasicQosOptions::default()).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = setup.await {
+            return Some(e);
+        }
+        tracing::info!(queue = self.queue, "consuming call requests");
+        self.consume(&channel, cancel).await
     }
 
     async fn consume(&self, channel: &Channel, cancel: &CancellationToken) -> Option<anyhow::Error> {

@@ -432,6 +432,23 @@ impl Server {
         op["id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates operator `name` on endpoint `opN`, starts a SIPp phone for it that answers and
+    /// presses nothing, starts the session over REST and waits until the operator is ready.
+    pub async fn logged_in(&self, name: &str, n: u8) -> (String, Phone) {
+        let op = self.operator(name, &format!("PJSIP/op{n}")).await;
+        let phone = operator_phone(n, &["-;0;-;0;0"]);
+        let (status, body) = self
+            .call(reqwest::Method::POST, &format!("/operators/{op}/session"), None)
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = op.clone();
+        self.wait_operators("session ready", Duration::from_secs(10), move |ops| {
+            ops.iter().any(|o| o["id"] == id.as_str() && o["state"] == "ready")
+        })
+        .await;
+        (op, phone)
+    }
+
     /// Waits until `check` holds for the operator list.
     pub async fn wait_operators(&self, what: &str, limit: Duration, check: impl Fn(&[serde_json::Value]) -> bool) {
         let deadline = tokio::time::Instant::now() + limit;
