@@ -173,19 +173,27 @@ pub async fn revoke(pool: &PgPool, id_or_name: &str, actor: &str) -> Result<Toke
     Ok(info)
 }
 
-/// The token behind a bearer value, if it exists and is not revoked.
+/// The token behind a bearer value, if it exists and is not revoked. `last_used_at` is
+/// written at most once a minute per token, so requests do not each cost a write.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Actor>, sqlx::Error> {
-    let row: Option<(Uuid, String, Vec<String>)> = sqlx::query_as(
-        "UPDATE api_tokens SET last_used_at = CASE
-                 WHEN last_used_at IS NULL OR last_used_at < now() - interval '1 minute' THEN now()
-                 ELSE last_used_at END
-         WHERE token_hash = $1 AND revoked_at IS NULL
-         RETURNING id, name, scopes",
+    let hash = hash(token);
+    let row: Option<(Uuid, String, Vec<String>, bool)> = sqlx::query_as(
+        "SELECT id, name, scopes, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+         FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
     )
-    .bind(hash(token))
+    .bind(&hash)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(token_id, name, scopes)| Actor { token_id, name, scopes }))
+    let Some((token_id, name, scopes, stale)) = row else {
+        return Ok(None);
+    };
+    if stale {
+        sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(Some(Actor { token_id, name, scopes }))
 }
 
 /// (method, path template) → the scopes any one of which allows the call.

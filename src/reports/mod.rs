@@ -97,7 +97,7 @@ fn report_sql(dimension: Dimension) -> String {
              LEFT JOIN campaigns c ON c.id = a.campaign_id
              LEFT JOIN operators o ON o.id = a.operator_id
              WHERE a.created_at >= $1 AND a.created_at < $2 AND ($3::uuid IS NULL OR a.campaign_id = $3)
-               AND $4::text IS NOT NULL
+               AND $4::text IS NOT NULL -- every dimension binds the zone; only days and hours use it
          ),
          results AS (
              SELECT key, jsonb_object_agg(result, n) AS results
