@@ -228,6 +228,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             p(0.99)
         );
     }
+    // The supervisor's report (GET /reports/campaigns), with billed seconds from Asterisk's CDRs.
+    let report = api.get(&format!("/reports/campaigns?campaign_id={id}")).await?;
+    if let Some(r) = report["rows"].get(0) {
+        let pct = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{:.0} %", v * 100.0));
+        let secs = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.1} s"));
+        println!(
+            "report: {} dials, answer rate {}, abandon rate {}, avg talk {}, avg ring {}, conversion {}, billed {} s (CDR)",
+            r["dials"],
+            pct("answer_rate"),
+            pct("abandon_rate"),
+            secs("avg_talk_secs"),
+            secs("avg_ring_secs"),
+            pct("conversion"),
+            r["billed_secs"]
+        );
+    }
     for op in &ids {
         let _ = api
             .call(reqwest::Method::DELETE, &format!("/operators/{op}/session"), None)
