@@ -247,6 +247,7 @@ struct Candidate {
     timezone: Option<String>,
     attempts_count: i32,
     callback_operator_id: Option<OperatorId>,
+    external_id: Option<String>,
     on_dnc: bool,
     number_busy: bool,
 }
@@ -265,7 +266,7 @@ async fn select_due(
     let spec = &campaign.spec;
     // DNC and "number already in a live call" are checked for the rows the scan returns only.
     let candidates: Vec<Candidate> = sqlx::query_as(
-        "SELECT l.id, l.phone_e164, l.timezone, l.attempts_count, l.callback_operator_id,
+        "SELECT l.id, l.phone_e164, l.timezone, l.attempts_count, l.callback_operator_id, l.external_id,
                 EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = l.phone_e164
                         AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS on_dnc,
                 EXISTS (SELECT 1 FROM attempts a WHERE a.phone_e164 = l.phone_e164
@@ -365,6 +366,7 @@ pub async fn claim(
         let leads: Vec<LeadId> = chosen.iter().map(|c| c.id).collect();
         let attempts: Vec<AttemptId> = chosen.iter().map(|_| AttemptId::new()).collect();
         let chosen_phones: Vec<&str> = chosen.iter().map(|c| c.phone_e164.as_str()).collect();
+        let external_ids: Vec<Option<&str>> = chosen.iter().map(|c| c.external_id.as_deref()).collect();
         // One statement: the leads become `dialing`, their attempts and first transitions exist.
         sqlx::query(
             "WITH claimed AS (
@@ -380,13 +382,12 @@ pub async fn claim(
                  SELECT id, NULL, 'init', 'claimed by the scheduler' FROM created
              )
              INSERT INTO outbox (id, event_type, routing_key, attempt_id, payload, headers)
-             SELECT gen_random_uuid(), 'OutboundCallInitiated', 'call.initiated', c.id,
-                    jsonb_build_object('type', 'OutboundCallInitiated', 'occurredAt', now(), 'attemptId', c.id,
-                        'campaignId', $3::uuid, 'leadId', u.lead, 'externalId', l.external_id, 'operatorId', NULL,
+             SELECT gen_random_uuid(), 'OutboundCallInitiated', 'call.initiated', u.id,
+                    jsonb_build_object('type', 'OutboundCallInitiated', 'occurredAt', now(), 'attemptId', u.id,
+                        'campaignId', $3::uuid, 'leadId', u.lead, 'externalId', u.external_id, 'operatorId', NULL,
                         'correlationId', NULL, 'kind', 'campaign', 'phone', u.phone, 'status', 'init', 'result', NULL),
-                    jsonb_build_object('attemptId', c.id)
-             FROM created c JOIN UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone) ON u.id = c.id
-             JOIN leads l ON l.id = u.lead",
+                    jsonb_build_object('attemptId', u.id)
+             FROM UNNEST($1::uuid[], $2::uuid[], $6::text[], $7::text[]) AS u(id, lead, phone, external_id)",
         )
         .bind(&attempts)
         .bind(&leads)
@@ -394,6 +395,7 @@ pub async fn claim(
         .bind(&spec.caller_id)
         .bind(instance)
         .bind(&chosen_phones)
+        .bind(&external_ids)
         .execute(&mut *tx)
         .await?;
         for (c, attempt) in chosen.iter().zip(&attempts) {
