@@ -32,7 +32,6 @@ pub const SCOPES: [&str; 5] = [
 /// Who made a request: the token's name, written to the audit log.
 #[derive(Debug, Clone)]
 pub struct Actor {
-    pub token_id: Uuid,
     pub name: String,
     pub scopes: Vec<String>,
 }
@@ -193,7 +192,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Actor>, s
             .execute(pool)
             .await?;
     }
-    Ok(Some(Actor { token_id, name, scopes }))
+    Ok(Some(Actor { name, scopes }))
 }
 
 /// (method, path template) → the scopes any one of which allows the call.
@@ -228,10 +227,6 @@ impl ScopeTable {
 
     pub fn required(&self, method: &Method, path: &str) -> Option<&[String]> {
         self.0.get(&(method.clone(), path.to_owned())).map(Vec::as_slice)
-    }
-
-    pub fn routes(&self) -> impl Iterator<Item = (&Method, &str, &[String])> {
-        self.0.iter().map(|((m, p), s)| (m, p.as_str(), s.as_slice()))
     }
 }
 

@@ -41,9 +41,11 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    /// The HTTP status and the machine-readable code; the code is also what the AMQP request
+    /// consumer puts in `x-obzvon-error`.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
@@ -52,21 +54,33 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        let body = match &self {
-            ApiError::Invalid(fields) => {
-                let message = fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                json!({ "error": code, "message": message, "fields": fields })
-            }
+        }
+    }
+
+    /// What the client is told. An internal error is logged here, once, and never shown.
+    pub fn client_message(&self) -> String {
+        match self {
+            ApiError::Invalid(fields) => fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "request failed");
-                json!({ "error": code, "message": "internal error; see the obzvon log" })
+                "internal error; see the obzvon log".to_owned()
             }
-            other => json!({ "error": code, "message": other.to_string() }),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = self.client_message();
+        let body = match &self {
+            ApiError::Invalid(fields) => json!({ "error": code, "message": message, "fields": fields }),
+            _ => json!({ "error": code, "message": message }),
         };
         (status, Json(body)).into_response()
     }

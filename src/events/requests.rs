@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError, ApiState};
+use crate::api::{self, ApiState};
 
 pub struct RequestConsumer {
     state: ApiState,
@@ -106,7 +106,8 @@ impl RequestConsumer {
                 json!({ "ok": true, "attempt": attempt })
             }
             Err(e) => {
-                let (code, reason) = describe(e);
+                let (_, code) = e.status_and_code();
+                let reason = e.client_message();
                 tracing::warn!(code, reason, "call request refused; dead-lettered");
                 let mut headers = props.headers().clone().unwrap_or_default();
                 headers.insert("x-obzvon-reason".into(), AMQPValue::LongString(reason.clone().into()));
@@ -154,32 +155,6 @@ impl RequestConsumer {
         delivery.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
-}
-
-fn describe(e: &ApiError) -> (&'static str, String) {
-    let code = match e {
-        ApiError::NotFound(_) => "not_found",
-        ApiError::BadRequest(_) => "bad_request",
-        ApiError::Invalid(_) => "invalid",
-        ApiError::Unauthorized(_) => "unauthorized",
-        ApiError::Forbidden(_) => "forbidden",
-        ApiError::Conflict(_) => "conflict",
-        ApiError::Unavailable(_) => "unavailable",
-        ApiError::Internal(_) => "internal",
-    };
-    let reason = match e {
-        ApiError::Invalid(fields) => fields
-            .iter()
-            .map(|f| format!("{}: {}", f.field, f.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-        ApiError::Internal(err) => {
-            tracing::error!(error = %format!("{err:#}"), "call request failed");
-            "internal error; see the obzvon log".to_owned()
-        }
-        other => other.to_string(),
-    };
-    (code, reason)
 }
 
 /// The request queue (durable, dead-lettering to `<queue>.dlx`) and the dead-letter queue.
