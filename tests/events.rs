@@ -156,9 +156,14 @@ async fn bind_all(channel: &Channel, durable_name: Option<&str>) -> lapin::Consu
         )
         .await
         .unwrap();
+    consume(channel, queue.name().as_str()).await
+}
+
+/// Reads `queue` without acknowledgements.
+async fn consume(channel: &Channel, queue: &str) -> lapin::Consumer {
     channel
         .basic_consume(
-            queue.name().as_str(),
+            queue,
             "test",
             BasicConsumeOptions {
                 no_ack: true,
@@ -168,6 +173,20 @@ async fn bind_all(channel: &Channel, durable_name: Option<&str>) -> lapin::Consu
         )
         .await
         .unwrap()
+}
+
+/// The queue's state without declaring it (an error when it does not exist).
+async fn inspect(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
 }
 
 async fn wait_all_sent(server: &Server) {
@@ -420,18 +439,7 @@ async fn a_broker_outage_mid_run_delays_events_and_loses_none() {
     drop(outage);
 
     let (_amqp, channel) = broker().await;
-    let mut consumer = channel
-        .basic_consume(
-            queue,
-            "test",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&channel, queue).await;
     let expected: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM outbox")
         .fetch_all(&server.pool)
         .await
@@ -523,16 +531,7 @@ async fn call_requests_from_the_queue_are_placed_or_dead_lettered_with_a_reason(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let probe = _amqp.create_channel().await.unwrap();
-        let declared = probe
-            .queue_declare(
-                requests.as_str(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let declared = inspect(&probe, &requests).await;
         if declared.is_ok_and(|q| q.consumer_count() > 0) {
             break;
         }
@@ -629,18 +628,7 @@ async fn call_requests_from_the_queue_are_placed_or_dead_lettered_with_a_reason(
         assert_eq!(r.body["correlationId"], "crm-req-9");
         assert_eq!(r.body["crm"]["deal"], "D-9");
     }
-    let dead_left = channel
-        .queue_declare(
-            dead.as_str(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count();
+    let dead_left = inspect(&channel, &dead).await.unwrap().message_count();
     assert_eq!(dead_left, 0, "only the refused requests were dead-lettered");
     server.stop().await;
     for q in [requests.as_str(), dead.as_str()] {
