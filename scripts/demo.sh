@@ -37,7 +37,9 @@ for _ in $(seq 1 50); do
 done
 curl -fsS "http://$OBZVON_HTTP__LISTEN/readyz" >/dev/null || { tail -20 "$LOG_DIR/demo-serve.log"; exit 1; }
 
-# Operator phones: op1 presses 1 (success) in wrap-up, op2 presses 2 (not interested).
+# Operator phones: op1 presses 1 (success) in wrap-up, op2 presses 2 (not interested). They
+# stream audio (scripts/sipp/operator-audio.ul), as live phones do.
+cp "$REPO/scripts/sipp/operator-audio.ul" "$LOG_DIR/"
 for n in 1 2; do
 	(cd "$LOG_DIR" && exec sipp -sf "$REPO/scripts/sipp/operator-login.xml" -s '*55' -key op "op$n" -key key "$n" \
 		-d 800 127.0.0.1:5060 -i 127.0.0.1 -p "507$n" -mi 127.0.0.1 -mp "163${n}0" -m 1 -nostdin -trace_err \

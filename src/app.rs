@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::ari::{self, AriClient, ConnectionState};
-use crate::calls::engine;
+use crate::calls::engine::{self, EngineExit};
+use crate::calls::place::Placer;
 use crate::config::Settings;
 use crate::db;
 use crate::dialer::scheduler::Scheduler;
@@ -39,6 +40,7 @@ pub struct App {
 struct Shared {
     pool: PgPool,
     ari_state: watch::Receiver<ConnectionState>,
+    engine: crate::calls::engine::EngineHandle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,31 +114,37 @@ impl App {
             ops_listener,
             cancel,
         } = self;
-        engine::recover_after_restart(&pool, &ari, &settings.instance.id).await?;
-        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), cancel.child_token());
-        let shared = Shared {
-            pool: pool.clone(),
-            ari_state: stream.state.clone(),
-        };
-        let (engine, engine_task) = engine::spawn(
+        // `cancel` asks the process to stop: claiming stops at once and the engine drains.
+        // `stop` ends everything else (the websocket, HTTP, the relay) once the engine is done.
+        let stop = CancellationToken::new();
+        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), stop.child_token());
+        let ari_state = stream.state.clone();
+        let (engine, mut engine_task) = engine::spawn(
             pool.clone(),
             ari.clone(),
-            settings.instance.id.clone(),
+            settings.engine(),
             stream,
             cancel.child_token(),
-        );
+        )
+        .await?;
+        let shared = Shared {
+            pool: pool.clone(),
+            ari_state,
+            engine: engine.clone(),
+        };
         let scheduler = Scheduler::new(pool.clone(), engine.clone(), settings.instance.id.clone());
+        let placer = Placer {
+            pool: pool.clone(),
+            engine: engine.clone(),
+            defaults: settings.dialer.clone(),
+        };
         let api_state = ApiState {
             pool: pool.clone(),
             engine,
-            single: settings.dialer.clone(),
+            placer: placer.clone(),
         };
-        let api = api::router(api_state.clone());
-        let requests = RequestConsumer::new(
-            api_state,
-            settings.amqp.url.clone(),
-            settings.amqp.request_queue.clone(),
-        );
+        let api = api::router(api_state);
+        let requests = RequestConsumer::new(placer, settings.amqp.url.clone(), settings.amqp.request_queue.clone());
         let webhooks = Dispatcher::new(pool.clone(), settings.webhooks.clone())?;
 
         let mut tasks = JoinSet::new();
@@ -144,35 +152,31 @@ impl App {
             ws_task.await?;
             Ok(())
         }));
-        tasks.spawn(named("call-engine", async move { engine_task.await? }));
         tasks.spawn(named("scheduler", scheduler.run(cancel.child_token())));
         let relay = Relay::new(
             pool.clone(),
             settings.amqp.url.clone(),
             settings.amqp.events_exchange.clone(),
         );
-        tasks.spawn(named("outbox-relay", relay.run(cancel.child_token())));
+        tasks.spawn(named("outbox-relay", relay.run(stop.child_token())));
         tasks.spawn(named("call-requests", requests.run(cancel.child_token())));
-        tasks.spawn(named("webhooks", webhooks.run(cancel.child_token())));
+        tasks.spawn(named("webhooks", webhooks.run(stop.child_token())));
         tasks.spawn(named(
             "metrics",
-            crate::metrics::collect(pool.clone(), cancel.child_token()),
+            crate::metrics::collect(pool.clone(), stop.child_token()),
         ));
         tasks.spawn(named(
             "metrics-ari",
-            crate::metrics::watch_ari(shared.ari_state.clone(), cancel.child_token()),
+            crate::metrics::watch_ari(shared.ari_state.clone(), stop.child_token()),
         ));
         let ops = ops_router(shared);
         match ops_listener {
             Some(ops_listener) => {
-                tasks.spawn(named("http", serve_http(listener, api, cancel.child_token())));
-                tasks.spawn(named("http-ops", serve_http(ops_listener, ops, cancel.child_token())));
+                tasks.spawn(named("http", serve_http(listener, api, stop.child_token())));
+                tasks.spawn(named("http-ops", serve_http(ops_listener, ops, stop.child_token())));
             }
             None => {
-                tasks.spawn(named(
-                    "http",
-                    serve_http(listener, ops.merge(api), cancel.child_token()),
-                ));
+                tasks.spawn(named("http", serve_http(listener, ops.merge(api), stop.child_token())));
             }
         }
         let signals = cancel.clone();
@@ -183,20 +187,44 @@ impl App {
         });
 
         let mut failure = None;
+        let mut engine_exit = None;
         // The first task to end decides: during shutdown that is expected, otherwise it failed.
-        if let Some(joined) = tasks.join_next().await {
-            let (name, result) = joined?;
-            if !cancel.is_cancelled() {
-                let why = result
-                    .err()
-                    .map_or_else(|| "ended unexpectedly".to_owned(), |e| format!("{e:#}"));
-                tracing::error!(task = name, error = %why, "task failed; stopping");
-                failure = Some(anyhow::anyhow!("task {name} failed: {why}"));
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if let Some(joined) = joined {
+                    let (name, result) = joined?;
+                    if !cancel.is_cancelled() {
+                        let why = result
+                            .err()
+                            .map_or_else(|| "ended unexpectedly".to_owned(), |e| format!("{e:#}"));
+                        tracing::error!(task = name, error = %why, "task failed; stopping");
+                        failure = Some(anyhow::anyhow!("task {name} failed: {why}"));
+                    }
+                }
             }
+            exit = &mut engine_task => engine_exit = Some(exit),
         }
         cancel.cancel();
-        let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
-        let drained = tokio::time::timeout(grace, async {
+        // The engine drains live calls (bounded by its grace period) before anything else stops.
+        let exit = match engine_exit {
+            Some(exit) => exit,
+            None => engine_task.await,
+        };
+        match exit {
+            Ok(Ok(EngineExit::Replaced)) => {
+                tracing::warn!("another obzvon process took over the Stasis application; stopping");
+            }
+            Ok(Ok(exit)) => tracing::info!(?exit, "call engine stopped"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "call engine failed");
+                failure.get_or_insert(anyhow::anyhow!("task call-engine failed: {e:#}"));
+            }
+            Err(e) => {
+                failure.get_or_insert(anyhow::anyhow!("task call-engine panicked: {e}"));
+            }
+        }
+        stop.cancel();
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(joined) = tasks.join_next().await {
                 if let Ok((name, Err(e))) = joined {
                     tracing::warn!(task = name, error = %format!("{e:#}"), "task ended with an error during shutdown");
@@ -205,10 +233,7 @@ impl App {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "tasks still running after the grace period; aborting them"
-            );
+            tracing::warn!("tasks still running 10 s after the engine stopped; aborting them");
             tasks.abort_all();
         }
         pool.close().await;
@@ -247,12 +272,14 @@ async fn serve_http(listener: TcpListener, router: Router, cancel: CancellationT
     Ok(())
 }
 
-/// Ready when PostgreSQL answers and the ARI websocket is connected.
+/// Ready when PostgreSQL answers, the ARI websocket is connected, the engine has read
+/// Asterisk's state (it places calls) and it is not draining.
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     let database = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
     let ari_state = shared.ari_state.borrow().clone();
     let ari = ari_state.is_connected();
-    let status = if database && ari {
+    let engine = shared.engine.status();
+    let status = if database && ari && engine.synced && !engine.draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -266,7 +293,7 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "database": database, "ari": ari, "ari_detail": detail })),
+        Json(serde_json::json!({ "database": database, "ari": ari, "ari_detail": detail, "engine": engine })),
     )
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Sections an `OBZVON_…` variable may address; anything else in the environment is ignored.
 const SECTIONS: &[&str] = &[
-    "database", "ari", "http", "amqp", "log", "instance", "dialer", "webhooks",
+    "database", "ari", "http", "amqp", "log", "instance", "dialer", "webhooks", "engine",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,30 @@ pub struct Settings {
     pub instance: InstanceSettings,
     pub dialer: DialerSettings,
     pub webhooks: WebhookSettings,
+    pub engine: EngineSettings,
+}
+
+/// The call engine: its journal and the timings of the call flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Where the engine journals its state changes before they reach PostgreSQL; one file set
+    /// per instance. Must survive restarts (not a tmpfs).
+    pub journal_dir: PathBuf,
+    /// The abandon decision is taken this long before a campaign's connect limit, so the
+    /// customer hears the message within the limit.
+    pub abandon_margin_ms: u64,
+    /// An abandoned customer is hung up when the message ends, or after this long at most.
+    pub abandon_max_secs: u64,
+    /// How long an operator's phone rings when obzvon calls it (REST login, single calls).
+    pub operator_ring_secs: u32,
+    /// The caller ID an operator's phone shows when obzvon rings it.
+    pub session_caller_id: String,
+    /// How often each operator session's incoming audio is checked; 0 turns the check off
+    /// (needed for phones that send no RTP during silence).
+    pub media_check_ms: u64,
+    /// A session whose phone sent no audio for this long is ended as dead.
+    pub media_silence_ms: u64,
 }
 
 /// Delivery of events to webhook subscriptions.
@@ -146,7 +170,7 @@ fn defaults() -> serde_json::Value {
             "reconnect_min_ms": 200,
             "reconnect_max_ms": 10000,
         },
-        "http": { "listen": "127.0.0.1:8080", "shutdown_grace_secs": 15 },
+        "http": { "listen": "127.0.0.1:8080", "shutdown_grace_secs": 60 },
         "amqp": {
             "url": "amqp://guest:guest@127.0.0.1:5672/%2f",
             "events_exchange": "outbound.call.events",
@@ -161,6 +185,15 @@ fn defaults() -> serde_json::Value {
             "default_region": "RU",
         },
         "webhooks": { "max_tries": 8, "backoff_secs": 2.0, "backoff_max_secs": 300.0, "timeout_secs": 5 },
+        "engine": {
+            "journal_dir": "/var/lib/obzvon/journal",
+            "abandon_margin_ms": 300,
+            "abandon_max_secs": 15,
+            "operator_ring_secs": 30,
+            "session_caller_id": "obzvon",
+            "media_check_ms": 1000,
+            "media_silence_ms": 4000,
+        },
     })
 }
 
@@ -232,10 +265,45 @@ impl Settings {
         if crate::phone::Region::parse(&self.dialer.default_region).is_err() {
             problems.push("dialer.default_region must be an ISO region such as RU".to_owned());
         }
+        let e = &self.engine;
+        if e.journal_dir.as_os_str().is_empty() {
+            problems.push("engine.journal_dir must name a directory".to_owned());
+        }
+        if e.abandon_margin_ms > 1500 {
+            problems.push("engine.abandon_margin_ms must be at most 1500".to_owned());
+        }
+        if !(5..=300).contains(&e.operator_ring_secs) {
+            problems.push("engine.operator_ring_secs must be between 5 and 300".to_owned());
+        }
+        if e.session_caller_id.trim().is_empty() || e.session_caller_id.contains(['"', '<', '>']) {
+            problems.push("engine.session_caller_id must be a plain name or number".to_owned());
+        }
+        if e.media_check_ms > 0 && e.media_silence_ms < e.media_check_ms * 2 {
+            problems.push("engine.media_silence_ms must be at least twice engine.media_check_ms".to_owned());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The engine's settings, for this instance.
+    pub fn engine(&self) -> crate::calls::engine::EngineSettings {
+        let e = &self.engine;
+        crate::calls::engine::EngineSettings {
+            core: crate::calls::engine::core::Config {
+                instance: self.instance.id.clone(),
+                abandon_margin: Duration::from_millis(e.abandon_margin_ms),
+                abandon_max: Duration::from_secs(e.abandon_max_secs),
+                operator_ring: Duration::from_secs(u64::from(e.operator_ring_secs)),
+                session_caller_id: e.session_caller_id.clone(),
+                media_check: Duration::from_millis(e.media_check_ms),
+                media_silence: Duration::from_millis(e.media_silence_ms),
+            },
+            journal_dir: e.journal_dir.clone(),
+            drain_grace: Duration::from_secs(self.http.shutdown_grace_secs),
+            single: crate::calls::place::single_spec(&self.dialer),
         }
     }
 

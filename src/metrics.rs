@@ -42,6 +42,8 @@ pub const OUTBOX_OLDEST: &str = "obzvon_outbox_oldest_unsent_seconds";
 pub const HTTP_REQUESTS: &str = "obzvon_http_requests_total";
 pub const HTTP_DURATION: &str = "obzvon_http_request_duration_seconds";
 pub const WEBHOOK_DELIVERIES: &str = "obzvon_webhook_deliveries_total";
+/// Operator sessions ended because the phone died (no audio, no qualify answer, RTP timeout).
+pub const SESSIONS_DEAD: &str = "obzvon_operator_sessions_dead_total";
 
 /// How often the state gauges are read from PostgreSQL.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(5);
@@ -174,10 +176,11 @@ async fn collect_once(pool: &PgPool, seen: &mut Seen) -> Result<(), sqlx::Error>
         metrics::gauge!(OPERATORS, "state" => state).set(n as f64);
     }
 
-    let live: Vec<(String, String, i64)> = sqlx::query_as(
+    let live: Vec<(String, String, i64)> = sqlx::query_as(&format!(
         "SELECT coalesce(campaign_id::text, 'single'), status, count(*) FROM attempts
-         WHERE status IN ('init', 'ringing', 'in-progress') GROUP BY 1, 2",
-    )
+         WHERE status IN {live} GROUP BY 1, 2",
+        live = crate::calls::AttemptStatus::LIVE_SQL
+    ))
     .fetch_all(pool)
     .await?;
     let mut now_live = HashSet::new();

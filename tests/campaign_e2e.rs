@@ -564,7 +564,7 @@ async fn a_session_started_over_rest_rings_the_phone_takes_calls_and_pauses() {
 }
 
 #[tokio::test]
-async fn calls_and_sessions_left_by_a_crash_are_settled_at_start_and_nothing_is_dialled_twice() {
+async fn calls_and_sessions_whose_channels_are_gone_after_a_crash_are_closed_and_nothing_is_dialled_twice() {
     let _serial = SERIAL.lock().await;
     let db = TestDb::create().await;
     let pool = db.pool().await;
@@ -586,25 +586,45 @@ async fn calls_and_sessions_left_by_a_crash_are_settled_at_start_and_nothing_is_
         sqlx::query(sql).bind(campaign).bind(lead).bind(attempt).bind(op).bind(&instance).execute(&pool).await.unwrap();
     }
     let server = Server::start_on(db, "obzvon").await;
-    let (status, lead_state): (String, String) =
-        sqlx::query_as("SELECT a.status, l.state FROM attempts a JOIN leads l ON l.id = a.lead_id WHERE a.id = $1")
-            .bind(attempt)
-            .fetch_one(&server.pool)
-            .await
-            .unwrap();
+    // Ready means Asterisk's state was read; the engine's writes reach the database a moment later.
+    server
+        .wait_attempt_ended(&attempt.to_string(), Duration::from_secs(5))
+        .await;
+    let (status, result, ended_by, lead_state, attempts): (String, Option<String>, Option<String>, String, i32) =
+        sqlx::query_as(
+            "SELECT a.status, a.result, a.ended_by, l.state, l.attempts_count
+             FROM attempts a JOIN leads l ON l.id = a.lead_id WHERE a.id = $1",
+        )
+        .bind(attempt)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    // Its channel is gone from Asterisk: it ended while obzvon was away; the lead follows the
+    // retry rules for an unknown failure instead of being dialled again at once.
     assert_eq!(
-        (status.as_str(), lead_state.as_str()),
-        ("canceled", "pending"),
-        "settled, lead queued again"
+        (status.as_str(), result.as_deref(), ended_by.as_deref()),
+        ("failed", Some("failed"), Some("system"))
+    );
+    assert_eq!(
+        (lead_state.as_str(), attempts),
+        ("scheduled", 1),
+        "retried later, counted once"
     );
     let timeline = server.get(&format!("/attempts/{attempt}")).await;
-    assert_eq!(timeline["timeline"][0]["reason"], "obzvon restarted during the call");
+    let last = timeline["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "ended while obzvon was away");
     let op_state: String = sqlx::query_scalar("SELECT state FROM operators WHERE id = $1")
         .bind(op)
         .fetch_one(&server.pool)
         .await
         .unwrap();
-    assert_eq!(op_state, "offline");
+    assert_eq!(op_state, "offline", "the session's channel is gone too");
+    let dials: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE lead_id = $1")
+        .bind(lead)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(dials, 1, "not dialled twice");
     server.stop().await;
 }
 

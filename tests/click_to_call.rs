@@ -366,7 +366,7 @@ async fn preview_offers_leads_one_by_one_dialled_by_key_by_rest_skipped_and_auto
     let q = wait_offer(&server, &op, Duration::from_secs(5)).await;
     assert_eq!(q["offered"]["name"], "B", "{q}");
     let dialled = server.post(&format!("/operators/{op}/queue/dial"), json!({})).await;
-    assert_eq!(dialled["kind"], "click-to-call");
+    assert_eq!(dialled["kind"], "preview");
     assert_eq!(dialled["lead_id"], q["offered"]["lead_id"]);
     let b = q["offered"]["lead_id"].as_str().unwrap().to_owned();
     wait_ended(&server, &b).await;

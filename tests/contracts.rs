@@ -76,7 +76,7 @@ fn the_call_request_schema_accepts_and_refuses_what_the_api_does() {
     ];
     for request in &good {
         assert!(contracts.call_request.is_valid(request), "schema refuses {request}");
-        obzvon::api::parse_call_request(&serde_json::to_vec(request).unwrap())
+        obzvon::calls::place::parse_call_request(&serde_json::to_vec(request).unwrap())
             .unwrap_or_else(|e| panic!("the API refuses {request}: {e}"));
     }
     for request in &bad {
@@ -85,6 +85,6 @@ fn the_call_request_schema_accepts_and_refuses_what_the_api_does() {
     // The API refuses the structurally wrong ones at parse time; the phone/lead choice is
     // checked right after (place_call), which tests/click_to_call.rs covers.
     for request in [&bad[0], &bad[3], &bad[4]] {
-        assert!(obzvon::api::parse_call_request(&serde_json::to_vec(request).unwrap()).is_err());
+        assert!(obzvon::calls::place::parse_call_request(&serde_json::to_vec(request).unwrap()).is_err());
     }
 }

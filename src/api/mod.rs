@@ -26,12 +26,12 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::auth::{Actor, AuthState, ScopeTable};
-use crate::calls::engine::{CommandError, EngineHandle, OfferAction, SingleCall};
+use crate::calls::engine::{CommandError, EngineHandle, OfferAction, OperatorInfo};
+use crate::calls::place::{parse_call_request, CallRequest, PlaceError, Placer};
 use crate::calls::store::{self as attempts, Disposition};
 use crate::calls::AttemptResult;
 use crate::campaigns::store::{self as campaigns, StoreError};
 use crate::campaigns::{Action, CampaignSpec};
-use crate::config::DialerSettings;
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::leads::import::{self, ImportError};
 use crate::leads::{dnc, store as leads, LeadState};
@@ -45,8 +45,8 @@ const JSON_LIMIT: usize = 32 * 1024 * 1024;
 pub struct ApiState {
     pub pool: PgPool,
     pub engine: EngineHandle,
-    /// Trunk, caller ID, timeout and region for single calls that name no campaign.
-    pub single: DialerSettings,
+    /// Single calls (shared with the AMQP request consumer).
+    pub placer: Placer,
 }
 
 /// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:
@@ -510,6 +510,7 @@ async fn create_operator(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: OperatorInput = typed(json_body(&body)?)?;
     let op = operators::create(&s.pool, input).await.map_err(operator_error)?;
+    s.engine.operators_changed();
     audit(&s, &actor, "operator.create", "operator", op.id, None, Some(json!(op))).await?;
     Ok((StatusCode::CREATED, Json(json!(op))))
 }
@@ -538,6 +539,7 @@ async fn update_operator(
     let input: OperatorInput = typed(json_body(&body)?)?;
     let before = operators::get(&s.pool, id).await.map_err(operator_error)?;
     let after = operators::update(&s.pool, id, input).await.map_err(operator_error)?;
+    s.engine.operators_changed();
     audit(
         &s,
         &actor,
@@ -560,6 +562,7 @@ async fn delete_operator(
     let id: OperatorId = parse_id(&id, "operator")?;
     let before = operators::get(&s.pool, id).await.map_err(operator_error)?;
     if operators::delete(&s.pool, id).await? {
+        s.engine.operators_changed();
         audit(&s, &actor, "operator.delete", "operator", id, Some(json!(before)), None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -573,7 +576,15 @@ async fn delete_operator(
 #[utoipa::path(post, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "start_session", params(("id" = String, Path, description = "operator id")), responses((status = 202, description = "the phone is being rung"), (status = 409, description = "already logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn start_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
-    s.engine.start_session(id).await.map_err(command_error)?;
+    let op = operators::get(&s.pool, id).await.map_err(operator_error)?;
+    let info = OperatorInfo {
+        id: op.id,
+        name: op.name,
+        endpoint: op.endpoint,
+        skills: op.skills,
+        enabled: op.enabled,
+    };
+    s.engine.start_session(info).await.map_err(command_error)?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -659,112 +670,37 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
         same_operator: input.same_operator,
         source: "api",
     };
-    s.engine.disposition(id, d).await.map_err(command_error)?;
+    attempts::set_disposition(&s.pool, id, &d).await.map_err(|e| match e {
+        attempts::DispositionError::NotFound => ApiError::NotFound("attempt not found".into()),
+        attempts::DispositionError::Conflict(m) => ApiError::Conflict(m),
+        attempts::DispositionError::Db(e) => e.into(),
+    })?;
+    s.engine.disposition_done(id);
     let attempt = attempts::get(&s.pool, id).await?;
     Ok(Json(json!(attempt)))
 }
 
 // ---- single calls -----------------------------------------------------------------------------
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CallInput {
-    operator_id: OperatorId,
-    #[serde(default)]
-    phone: Option<String>,
-    #[serde(default)]
-    lead_id: Option<LeadId>,
-    /// Named: the campaign's trunk, caller ID and retry rules apply.
-    #[serde(default)]
-    campaign_id: Option<CampaignId>,
-    #[serde(default)]
-    caller_id: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    pub correlation_id: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    crm: Option<Value>,
-}
-
 /// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
 /// exists; refusals change nothing.
-#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallInput, description = "the call to place", content_type = "application/json"), responses((status = 201, description = "the attempt", body = Object), (status = 404, description = "unknown operator", body = ErrorBody), (status = 409, description = "operator or number busy", body = ErrorBody), (status = 422, description = "invalid input, DNC", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place", content_type = "application/json"), responses((status = 201, description = "the attempt", body = Object), (status = 404, description = "unknown operator", body = ErrorBody), (status = 409, description = "operator or number busy", body = ErrorBody), (status = 422, description = "invalid input, DNC", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    let view = place_call(&s, parse_call_request(&body)?).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let view = s.placer.place(parse_call_request(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(json!(view))))
 }
 
-/// A call request body (REST or the `outbound.call.request` queue), checked field by field.
-pub fn parse_call_request(body: &[u8]) -> ApiResult<CallInput> {
-    typed(json_body(body)?)
-}
-
-/// Places a single call for an operator; the answer is the attempt. Shared by the REST route
-/// and the AMQP request consumer, so both accept and refuse exactly the same requests.
-pub async fn place_call(s: &ApiState, input: CallInput) -> ApiResult<Value> {
-    let campaign = match input.campaign_id {
-        Some(id) => Some(campaigns::get(&s.pool, id).await.map_err(|e| match e {
-            StoreError::NotFound => ApiError::invalid("campaign_id", "no such campaign"),
-            other => store_error(other),
-        })?),
-        None => None,
-    };
-    let raw_phone = match (&input.phone, input.lead_id) {
-        (Some(phone), None) => phone.clone(),
-        (None, Some(lead)) => {
-            let lead = leads::get(&s.pool, lead)
-                .await?
-                .ok_or_else(|| ApiError::invalid("lead_id", "no such lead"))?;
-            if campaign.as_ref().is_some_and(|c| c.id != lead.campaign_id) {
-                return Err(ApiError::invalid("lead_id", "the lead belongs to another campaign"));
-            }
-            lead.phone
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::BadRequest(m) => ApiError::BadRequest(m),
+            PlaceError::Invalid(fields) => ApiError::Invalid(fields),
+            PlaceError::NotFound(m) => ApiError::NotFound(m),
+            PlaceError::Conflict(m) => ApiError::Conflict(m),
+            PlaceError::Unavailable(m) => ApiError::Unavailable(m),
+            PlaceError::Internal(e) => ApiError::Internal(e),
         }
-        _ => return Err(ApiError::invalid("phone", "give either phone or lead_id")),
-    };
-    let region_code = input
-        .region
-        .clone()
-        .or_else(|| campaign.as_ref().map(|c| c.spec.default_region.clone()))
-        .unwrap_or_else(|| s.single.default_region.clone());
-    let region = Region::parse(&region_code).map_err(|e| ApiError::invalid("region", e.to_string()))?;
-    let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
-    if dnc::is_listed(&s.pool, &phone, input.campaign_id).await? {
-        return Err(ApiError::invalid("phone", "the number is on the do-not-call list"));
     }
-    let (trunk, caller_id, timeout) = match &campaign {
-        Some(c) => (c.spec.trunk.clone(), c.spec.caller_id.clone(), c.spec.dial_timeout_secs),
-        None => (
-            s.single.trunk.clone(),
-            s.single.caller_id.clone(),
-            s.single.dial_timeout_secs,
-        ),
-    };
-    let caller_id = match input.caller_id {
-        Some(c) if c.trim().is_empty() || c.len() > 80 => {
-            return Err(ApiError::invalid("caller_id", "1 to 80 characters"))
-        }
-        Some(c) => c,
-        None => caller_id,
-    };
-    let attempt = AttemptId::new();
-    let call = SingleCall {
-        attempt,
-        operator: input.operator_id,
-        phone: phone.as_str().to_owned(),
-        lead: input.lead_id,
-        campaign: campaign.map(|c| (c.id, std::sync::Arc::new(c.spec))),
-        trunk,
-        caller_id,
-        dial_timeout_secs: timeout,
-        correlation_id: input.correlation_id,
-        crm: input.crm.unwrap_or_else(|| json!({})),
-    };
-    s.engine.single_call(call).await.map_err(command_error)?;
-    let view = attempts::get(&s.pool, attempt).await?;
-    Ok(json!(view))
 }
 
 /// Stops a live attempt: the customer leg (and a ringing operator leg) is hung up, status

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use super::models::{Application, AsteriskInfo, Bridge, Channel, LiveRecording, Playback, Variable};
+use super::models::{Application, AsteriskInfo, Bridge, Channel, LiveRecording, Playback, RtpStats, Variable};
 
 #[derive(Clone)]
 pub struct AriClient {
@@ -68,6 +68,11 @@ impl AriError {
     /// The channel or bridge is gone (already hung up, destroyed): callers usually treat this as done.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
+    /// The request never reached Asterisk (no connection): nothing it asked for happened.
+    pub fn never_reached(&self) -> bool {
+        matches!(self, AriError::Transport { source, .. } if source.is_connect())
     }
 
     /// Asterisk refused because the id is already in use: an originate retried with the same
@@ -320,6 +325,17 @@ impl AriClient {
         self.call(Method::GET, "channels", &[], None::<&()>).await
     }
 
+    /// RTP counters of a channel's audio (403 for a channel without RTP, 404 before media).
+    pub async fn rtp_statistics(&self, channel_id: &str) -> Result<RtpStats, AriError> {
+        self.call(
+            Method::GET,
+            &format!("channels/{}/rtp_statistics", seg(channel_id)),
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
     // ---- bridges -------------------------------------------------------------------------
 
     pub async fn create_bridge(&self, bridge_id: &str, kind: BridgeType, name: &str) -> Result<Bridge, AriError> {
@@ -418,6 +434,32 @@ impl AriClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// Subscribes our application to an event source: `channel:ID`, `bridge:ID`,
+    /// `endpoint:PJSIP/op1`.
+    pub async fn subscribe(&self, source: &str) -> Result<(), AriError> {
+        let query = [("eventSource", source.to_owned())];
+        self.send(
+            Method::POST,
+            &format!("applications/{}/subscription", seg(&self.app)),
+            &query,
+            None::<&()>,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn unsubscribe(&self, source: &str) -> Result<(), AriError> {
+        let query = [("eventSource", source.to_owned())];
+        self.send(
+            Method::DELETE,
+            &format!("applications/{}/subscription", seg(&self.app)),
+            &query,
+            None::<&()>,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn list_applications(&self) -> Result<Vec<Application>, AriError> {

@@ -103,6 +103,8 @@ pub enum EventKind {
     ApplicationRegistered,
     ApplicationUnregistered,
     ApplicationMoveFailed(Box<ApplicationMoveFailed>),
+    /// A qualify result for a contact of an endpoint the application subscribed to.
+    ContactStatusChange(Box<ContactStatusChange>),
     #[serde(other)]
     Unknown,
 }
@@ -182,6 +184,37 @@ pub struct ChannelVarset {
     pub value: String,
     #[serde(default)]
     pub channel: Option<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactStatusChange {
+    pub endpoint: Endpoint,
+    pub contact_info: ContactInfo,
+}
+
+impl ContactStatusChange {
+    /// `PJSIP/op1`, as operators' endpoints are written.
+    pub fn endpoint_id(&self) -> String {
+        format!("{}/{}", self.endpoint.technology, self.endpoint.resource)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Endpoint {
+    pub technology: String,
+    pub resource: String,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactInfo {
+    #[serde(default)]
+    pub uri: String,
+    /// `Reachable`, `Unreachable`, `Unknown`, `NonQualified`, `Removed`.
+    pub contact_status: String,
+    #[serde(default)]
+    pub aor: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -65,6 +65,40 @@ pub struct Channel {
     pub channelvars: Option<HashMap<String, String>>,
 }
 
+impl Channel {
+    /// A channel known only by id, name and state (for adopting one found by a listing).
+    pub fn bare(id: &str, name: &str, state: ChannelState) -> Channel {
+        Channel {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            state,
+            protocol_id: None,
+            caller: CallerId::default(),
+            connected: CallerId::default(),
+            accountcode: String::new(),
+            dialplan: DialplanCep {
+                context: String::new(),
+                exten: String::new(),
+                priority: 0,
+                app_name: None,
+                app_data: None,
+            },
+            creationtime: AriTime::parse("1970-01-01T00:00:00.000+0000").expect("static time parses"),
+            language: String::new(),
+            channelvars: None,
+        }
+    }
+}
+
+/// `GET /channels/{id}/rtp_statistics` (only the fields obzvon reads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtpStats {
+    /// Packets received from the far end so far.
+    pub rxcount: u64,
+    #[serde(default)]
+    pub txcount: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
     pub id: String,

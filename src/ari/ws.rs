@@ -130,7 +130,7 @@ async fn run(
             }
             Err(e) => {
                 failed_attempts = failed_attempts.saturating_add(1);
-                if failed_attempts == 1 || failed_attempts % 20 == 0 {
+                if failed_attempts == 1 || failed_attempts.is_multiple_of(20) {
                     tracing::warn!(app = client.app(), error = %e, failed_attempts, "ARI websocket connect failed");
                 }
                 e.to_string()

@@ -32,6 +32,26 @@ pub enum AttemptResult {
     Failed,
     NotInterested,
     DoNotCall,
+    /// Answered, and the customer hung up before the connect limit while the dialer was still
+    /// in time: not an abandon, but it counts in the answered calls.
+    EarlyHangup,
+    /// Connected, then the operator's phone died and no other operator took the customer within
+    /// the connect limit; the customer heard the abandon message.
+    OperatorLost,
+}
+
+/// Who ended a call. Stored with every attempt next to `ended_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// The far end hung up (or never answered).
+    Customer,
+    /// The operator ended it (`#`, or hung up the phone).
+    Operator,
+    /// obzvon ended it: abandon message, cancel, no operator left, dial refused.
+    Dialer,
+    /// Nobody we saw: Asterisk, the network, or the call ended while obzvon was away.
+    System,
 }
 
 macro_rules! wire_names {
@@ -79,15 +99,28 @@ wire_names!(AttemptResult {
     Failed => "failed",
     NotInterested => "not-interested",
     DoNotCall => "do-not-call",
+    EarlyHangup => "early-hangup",
+    OperatorLost => "operator-lost",
+});
+
+wire_names!(EndedBy {
+    Customer => "customer",
+    Operator => "operator",
+    Dialer => "dialer",
+    System => "system",
 });
 
 impl AttemptStatus {
-    /// A live attempt may hold a channel; one number has at most one live attempt.
+    /// The statuses of an attempt that may hold a channel; one number has at most one live
+    /// attempt. SQL that needs the set spells it with [`AttemptStatus::LIVE_SQL`].
+    pub const LIVE: [AttemptStatus; 3] = [AttemptStatus::Init, AttemptStatus::Ringing, AttemptStatus::InProgress];
+
+    /// `('init', 'ringing', 'in-progress')`, for SQL text (checked against [`AttemptStatus::LIVE`]
+    /// by a unit test; the partial indexes of the schema use the same list).
+    pub const LIVE_SQL: &'static str = "('init', 'ringing', 'in-progress')";
+
     pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            AttemptStatus::Init | AttemptStatus::Ringing | AttemptStatus::InProgress
-        )
+        Self::LIVE.contains(&self)
     }
 }
 
@@ -135,7 +168,7 @@ mod tests {
             assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
         }
         assert_eq!(AttemptStatus::ALL.len(), 6);
-        assert_eq!(AttemptResult::ALL.len(), 12);
+        assert_eq!(AttemptResult::ALL.len(), 14);
         assert_eq!(AttemptStatus::parse("in_progress"), None);
     }
 
@@ -147,6 +180,11 @@ mod tests {
             .map(|s| s.as_str())
             .collect();
         assert_eq!(live, ["init", "ringing", "in-progress"]);
+        let sql = format!(
+            "({})",
+            live.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+        );
+        assert_eq!(sql, AttemptStatus::LIVE_SQL);
     }
 
     #[test]

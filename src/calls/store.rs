@@ -6,26 +6,113 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use super::engine::core::{Change, NewAttempt, Write};
 use super::{AttemptResult, AttemptStatus};
 use crate::campaigns::CampaignSpec;
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
-use crate::leads::store::{apply_step, next_step};
+use crate::leads::store::{apply_step, next_step, release_reservation, skip_reserved};
 
-/// Fields a transition may set besides the status.
-#[derive(Debug, Default, Clone)]
-pub struct Change<'a> {
-    pub result: Option<AttemptResult>,
-    pub reason: Option<&'a str>,
-    pub hangup: Option<(i32, &'a str, Option<i32>)>,
-    pub operator: Option<OperatorId>,
-    pub bridge_id: Option<&'a str>,
-    pub recording_name: Option<&'a str>,
-    pub dialed_at: Option<DateTime<Utc>>,
-    pub ringing_at: Option<DateTime<Utc>>,
-    pub answered_at: Option<DateTime<Utc>>,
-    pub bridged_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub detail: Option<serde_json::Value>,
+/// Applies one journaled write of the call engine, exactly once: `seq` is the entry's number in
+/// the instance's journal, recorded in the same transaction, so a replay after a crash skips
+/// what was applied already. A write that no longer applies (a late event) changes nothing.
+pub async fn apply(pool: &PgPool, instance: &str, seq: u64, write: &Write) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let applied: i64 = sqlx::query_scalar(
+        "INSERT INTO engine_journal (instance) VALUES ($1)
+         ON CONFLICT (instance) DO UPDATE SET instance = excluded.instance
+         RETURNING applied_seq",
+    )
+    .bind(instance)
+    .fetch_one(&mut *tx)
+    .await?;
+    if applied >= seq as i64 {
+        return Ok(());
+    }
+    apply_write(&mut tx, instance, write).await?;
+    mark_applied(&mut tx, instance, seq).await?;
+    tx.commit().await
+}
+
+/// Records that journal entry `seq` is done without applying it (an entry that cannot be
+/// applied must not block the ones after it).
+pub async fn skip(pool: &PgPool, instance: &str, seq: u64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO engine_journal (instance) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
+    mark_applied(&mut tx, instance, seq).await?;
+    tx.commit().await
+}
+
+async fn mark_applied(tx: &mut Transaction<'_, Postgres>, instance: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE engine_journal SET applied_seq = greatest(applied_seq, $2), updated_at = now() WHERE instance = $1",
+    )
+    .bind(instance)
+    .bind(seq as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The last journal entry applied for `instance`.
+pub async fn applied_seq(pool: &PgPool, instance: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT applied_seq FROM engine_journal WHERE instance = $1")
+        .bind(instance)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+async fn apply_write(tx: &mut Transaction<'_, Postgres>, instance: &str, write: &Write) -> Result<(), sqlx::Error> {
+    match write {
+        Write::Attempt {
+            attempt,
+            from,
+            to,
+            change,
+        } => {
+            transition(tx, *attempt, from, *to, change).await?;
+        }
+        Write::Finish {
+            attempt,
+            status,
+            change,
+        } => {
+            finish(tx, *attempt, *status, change).await?;
+        }
+        Write::Operator {
+            operator,
+            state,
+            session,
+        } => {
+            let place = session.as_ref().map(|(c, b)| (c.as_str(), b.as_str(), instance));
+            crate::operators::store::set_state(tx, *operator, *state, place).await?;
+        }
+        Write::Disposition { attempt, result } => {
+            let d = Disposition {
+                result: *result,
+                notes: None,
+                callback_at: None,
+                same_operator: false,
+                source: "phone",
+            };
+            match disposition_in(tx, *attempt, &d).await {
+                Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => {}
+                Err(DispositionError::Db(e)) => return Err(e),
+            }
+        }
+        Write::ReleaseReservation { lead, operator } => release_reservation(tx, Some(*lead), *operator).await?,
+        Write::ReleaseReservationsOf { operator } => release_reservation(tx, None, *operator).await?,
+        Write::SkipReserved {
+            lead,
+            operator,
+            delay_secs,
+            reason,
+        } => skip_reserved(tx, *lead, *operator, *delay_secs, reason).await?,
+    }
+    Ok(())
 }
 
 /// Moves an attempt to `to` if it is in one of `from`. Returns false (and changes nothing)
@@ -35,25 +122,25 @@ pub async fn transition(
     attempt: AttemptId,
     from: &[AttemptStatus],
     to: AttemptStatus,
-    change: &Change<'_>,
+    change: &Change,
 ) -> Result<bool, sqlx::Error> {
     let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let (cause, cause_txt, sip) = match change.hangup {
-        Some((c, t, s)) => (Some(c), Some(t), s),
+    let (cause, cause_txt, sip) = match &change.hangup {
+        Some((c, t, s)) => (Some(*c), Some(t.as_str()), *s),
         None => (None, None, None),
     };
-    let previous: Option<String> = sqlx::query_scalar(
+    let previous: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "UPDATE attempts a SET status = $3,
-             result = coalesce($4, a.result),
+             result = CASE WHEN $16 THEN coalesce(a.result, $4) ELSE coalesce($4, a.result) END,
              hangup_cause = coalesce($5, a.hangup_cause), hangup_cause_txt = coalesce($6, a.hangup_cause_txt),
              sip_code = coalesce($7, a.sip_code), operator_id = coalesce($8, a.operator_id),
              bridge_id = coalesce($9, a.bridge_id), recording_name = coalesce($10, a.recording_name),
              dialed_at = coalesce(a.dialed_at, $11), ringing_at = coalesce(a.ringing_at, $12),
              answered_at = coalesce(a.answered_at, $13), bridged_at = coalesce(a.bridged_at, $14),
-             ended_at = coalesce(a.ended_at, $15), updated_at = now()
-         FROM (SELECT id, status FROM attempts WHERE id = $1 FOR UPDATE) old
+             ended_at = coalesce(a.ended_at, $15), ended_by = coalesce(a.ended_by, $17), updated_at = now()
+         FROM (SELECT id, status, answered_at FROM attempts WHERE id = $1 FOR UPDATE) old
          WHERE a.id = old.id AND old.status = ANY($2)
-         RETURNING old.status",
+         RETURNING old.status, old.answered_at",
     )
     .bind(attempt)
     .bind(&from_names)
@@ -63,34 +150,40 @@ pub async fn transition(
     .bind(cause_txt)
     .bind(sip)
     .bind(change.operator)
-    .bind(change.bridge_id)
-    .bind(change.recording_name)
+    .bind(change.bridge.as_ref().map(|b| b.as_str()))
+    .bind(change.recording.as_deref())
     .bind(change.dialed_at)
     .bind(change.ringing_at)
     .bind(change.answered_at)
     .bind(change.bridged_at)
     .bind(change.ended_at)
+    .bind(change.keep_result)
+    .bind(change.ended_by.map(|b| b.as_str()))
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(previous) = previous else {
+    let Some((previous, was_answered)) = previous else {
         return Ok(false);
     };
-    log(
-        tx,
-        attempt,
-        Some(&previous),
-        to,
-        change.result,
-        change.reason,
-        change.detail.clone(),
-    )
-    .await?;
-    if change.answered_at.is_some() {
+    let previous = AttemptStatus::parse(&previous).expect("constraint keeps statuses known");
+    // Stamps (a status to itself) with nothing to say are not worth a line in the timeline.
+    if previous != to || change.reason.is_some() || change.detail.is_some() {
+        log(
+            tx,
+            attempt,
+            Some(previous.as_str()),
+            to,
+            change.result,
+            change.reason.as_deref(),
+            change.detail.clone(),
+        )
+        .await?;
+    }
+    if change.answered_at.is_some() && was_answered.is_none() {
         emit(tx, attempt, CallEvent::Answered).await?;
     }
     let event = match to {
-        AttemptStatus::Ringing if previous == "init" => Some(CallEvent::Ringing),
-        AttemptStatus::InProgress => Some(CallEvent::Bridged),
+        AttemptStatus::Ringing if previous == AttemptStatus::Init => Some(CallEvent::Ringing),
+        AttemptStatus::InProgress if previous != AttemptStatus::InProgress => Some(CallEvent::Bridged),
         AttemptStatus::Completed | AttemptStatus::Canceled => Some(CallEvent::Ended),
         AttemptStatus::Failed => Some(CallEvent::Failed),
         _ => None,
@@ -98,6 +191,100 @@ pub async fn transition(
     if let Some(event) = event {
         emit(tx, attempt, event).await?;
     }
+    Ok(true)
+}
+
+/// Ends a live attempt and moves its lead on (retry, exhausted, done...) in the same
+/// transaction. The lead's attempt count and the campaign's rules are read here, so every kind
+/// of call (campaign, preview, single) counts the same way.
+pub async fn finish(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: AttemptId,
+    status: AttemptStatus,
+    change: &Change,
+) -> Result<bool, sqlx::Error> {
+    let mut ended = change.clone();
+    let mut status = status;
+    if change.end_from_cdr {
+        // The call ended while obzvon was away: Asterisk's CDR, when it wrote one, knows when
+        // and how (the attempt id is in its userfield, alone or after the operator's part).
+        let cdr: Option<(DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT calldate + make_interval(secs => duration), disposition FROM cdr
+             WHERE userfield = $1 OR userfield LIKE '%;' || $1 ORDER BY calldate DESC LIMIT 1",
+        )
+        .bind(attempt.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((end, disposition)) = cdr {
+            ended.ended_at = Some(end);
+            if status == AttemptStatus::Failed && change.result == Some(AttemptResult::Failed) {
+                let (s, r) = match disposition.as_str() {
+                    "BUSY" => (AttemptStatus::Failed, AttemptResult::Busy),
+                    "NO ANSWER" => (AttemptStatus::Failed, AttemptResult::NoAnswer),
+                    "CONGESTION" => (AttemptStatus::Failed, AttemptResult::Congestion),
+                    // Answered, and nobody was there to connect it.
+                    "ANSWERED" => (AttemptStatus::Completed, AttemptResult::Abandoned),
+                    _ => (AttemptStatus::Failed, AttemptResult::Failed),
+                };
+                status = s;
+                ended.result = Some(r);
+            }
+        }
+    }
+    if ended.ended_at.is_none() {
+        ended.ended_at = Some(Utc::now());
+    }
+    // A disposition set during the call already moved the lead on.
+    let disposed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM attempt_transitions WHERE attempt_id = $1 AND reason = 'disposition')",
+    )
+    .bind(attempt)
+    .fetch_one(&mut **tx)
+    .await?;
+    if !transition(tx, attempt, &AttemptStatus::LIVE, status, &ended).await? {
+        return Ok(false);
+    }
+    if disposed && change.keep_result {
+        return Ok(true);
+    }
+    let row = sqlx::query(
+        "SELECT a.lead_id, a.result, l.attempts_count, c.settings
+         FROM attempts a JOIN leads l ON l.id = a.lead_id JOIN campaigns c ON c.id = a.campaign_id
+         WHERE a.id = $1",
+    )
+    .bind(attempt)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(true) };
+    let lead: LeadId = row.try_get("lead_id")?;
+    if status == AttemptStatus::Canceled {
+        // Canceled by us: the lead goes back to the queue unless it was removed, and the
+        // attempt does not count against it.
+        sqlx::query(
+            "UPDATE leads SET state = 'pending', attempts_count = greatest(attempts_count - 1, 0),
+                 updated_at = now() WHERE id = $1 AND state = 'dialing'",
+        )
+        .bind(lead)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(true);
+    }
+    let result: Option<String> = row.try_get("result")?;
+    let Some(result) = result.as_deref().and_then(AttemptResult::parse) else {
+        return Ok(true);
+    };
+    let settings: serde_json::Value = row.try_get("settings")?;
+    let spec: CampaignSpec = serde_json::from_value(settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let attempts: i32 = row.try_get("attempts_count")?;
+    let step = next_step(
+        result,
+        attempts.max(0) as u32,
+        spec.max_attempts,
+        &spec.retry_delays_secs,
+        None,
+        Utc::now(),
+    );
+    apply_step(tx, lead, result, step, None).await?;
     Ok(true)
 }
 
@@ -149,7 +336,7 @@ const EVENT_PAYLOAD: &str = "jsonb_build_object(
         'status', a.status, 'result', a.result, 'hangupCause', a.hangup_cause, 'sipCode', a.sip_code,
         'dispositionNotes', a.disposition_notes, 'callbackAt', a.callback_at, 'crm', a.crm,
         'createdAt', a.created_at, 'dialedAt', a.dialed_at, 'ringingAt', a.ringing_at,
-        'answeredAt', a.answered_at, 'bridgedAt', a.bridged_at, 'endedAt', a.ended_at)";
+        'answeredAt', a.answered_at, 'bridgedAt', a.bridged_at, 'endedAt', a.ended_at, 'endedBy', a.ended_by)";
 
 async fn emit(tx: &mut Transaction<'_, Postgres>, attempt: AttemptId, event: CallEvent) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
@@ -190,68 +377,6 @@ async fn log(
     Ok(())
 }
 
-/// One transition in its own transaction.
-pub async fn transition_now(
-    pool: &PgPool,
-    attempt: AttemptId,
-    from: &[AttemptStatus],
-    to: AttemptStatus,
-    change: &Change<'_>,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let moved = transition(&mut tx, attempt, from, to, change).await?;
-    tx.commit().await?;
-    Ok(moved)
-}
-
-/// Ends an attempt and moves its lead on (retry, exhausted, done...) in one transaction.
-pub async fn finish(
-    pool: &PgPool,
-    attempt: AttemptId,
-    lead: Option<(LeadId, u32)>,
-    spec: Option<&CampaignSpec>,
-    status: AttemptStatus,
-    change: &Change<'_>,
-) -> Result<bool, sqlx::Error> {
-    let live = [AttemptStatus::Init, AttemptStatus::Ringing, AttemptStatus::InProgress];
-    let mut tx = pool.begin().await?;
-    let ended = Change {
-        ended_at: Some(change.ended_at.unwrap_or_else(Utc::now)),
-        ..change.clone()
-    };
-    if !transition(&mut tx, attempt, &live, status, &ended).await? {
-        return Ok(false);
-    }
-    if let (Some((lead, attempts_made)), Some(spec)) = (lead, spec) {
-        match (status, change.result) {
-            // Canceled by us: the lead goes back to the queue unless it was removed.
-            (AttemptStatus::Canceled, _) => {
-                sqlx::query(
-                    "UPDATE leads SET state = 'pending', attempts_count = greatest(attempts_count - 1, 0),
-                         updated_at = now() WHERE id = $1 AND state = 'dialing'",
-                )
-                .bind(lead)
-                .execute(&mut *tx)
-                .await?;
-            }
-            (_, Some(result)) => {
-                let step = next_step(
-                    result,
-                    attempts_made,
-                    spec.max_attempts,
-                    &spec.retry_delays_secs,
-                    None,
-                    Utc::now(),
-                );
-                apply_step(&mut tx, lead, result, step, None).await?;
-            }
-            (_, None) => {}
-        }
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
 /// A disposition from the operator (phone key or REST): sets the attempt's result and moves
 /// the lead accordingly. Allowed while the call is up and after it ended.
 pub struct Disposition {
@@ -274,13 +399,23 @@ pub enum DispositionError {
 
 pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition) -> Result<(), DispositionError> {
     let mut tx = pool.begin().await?;
+    disposition_in(&mut tx, attempt, d).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn disposition_in(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: AttemptId,
+    d: &Disposition,
+) -> Result<(), DispositionError> {
     let row = sqlx::query(
         "SELECT a.status, a.lead_id, a.operator_id, a.answered_at, l.attempts_count, c.settings
          FROM attempts a LEFT JOIN leads l ON l.id = a.lead_id LEFT JOIN campaigns c ON c.id = a.campaign_id
          WHERE a.id = $1 FOR UPDATE OF a",
     )
     .bind(attempt)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(DispositionError::NotFound)?;
     let status: String = row.try_get("status")?;
@@ -299,10 +434,10 @@ pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition)
     .bind(d.result.as_str())
     .bind(&d.notes)
     .bind(d.callback_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     log(
-        &mut tx,
+        tx,
         attempt,
         Some(status.as_str()),
         status,
@@ -311,7 +446,7 @@ pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition)
         Some(serde_json::json!({ "source": d.source, "callback_at": d.callback_at })),
     )
     .await?;
-    emit(&mut tx, attempt, CallEvent::Disposition).await?;
+    emit(tx, attempt, CallEvent::Disposition).await?;
     let lead: Option<LeadId> = row.try_get("lead_id")?;
     let settings: Option<serde_json::Value> = row.try_get("settings")?;
     if let (Some(lead), Some(settings)) = (lead, settings) {
@@ -327,9 +462,8 @@ pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition)
             Utc::now(),
         );
         let callback_operator = if d.same_operator { operator } else { None };
-        apply_step(&mut tx, lead, d.result, step, callback_operator).await?;
+        apply_step(tx, lead, d.result, step, callback_operator).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -355,6 +489,8 @@ pub struct AttemptView {
     pub answered_at: Option<DateTime<Utc>>,
     pub bridged_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Who ended the call: customer, operator, dialer or system.
+    pub ended_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TransitionView>>,
 }
@@ -371,7 +507,7 @@ pub struct TransitionView {
 
 const VIEW_COLUMNS: &str = "id, lead_id, campaign_id, operator_id, phone_e164, kind, status, result, hangup_cause,
     hangup_cause_txt, sip_code, recording_name, disposition_notes, callback_at, created_at, dialed_at, ringing_at,
-    answered_at, bridged_at, ended_at";
+    answered_at, bridged_at, ended_at, ended_by";
 
 fn view(row: &sqlx::postgres::PgRow) -> Result<AttemptView, sqlx::Error> {
     Ok(AttemptView {
@@ -395,6 +531,7 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<AttemptView, sqlx::Error> {
         answered_at: row.try_get("answered_at")?,
         bridged_at: row.try_get("bridged_at")?,
         ended_at: row.try_get("ended_at")?,
+        ended_by: row.try_get("ended_by")?,
         timeline: None,
     })
 }
@@ -441,27 +578,35 @@ pub async fn list(
     rows.iter().map(view).collect()
 }
 
-/// Live attempts this instance owned before it restarted.
-pub async fn live_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<(AttemptId, Option<LeadId>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, lead_id FROM attempts WHERE instance = $1 AND status IN ('init', 'ringing', 'in-progress')",
-    )
+/// A live attempt this instance held, as the database has it (for adoption at start-up).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveAttempt {
+    pub id: AttemptId,
+    pub lead_id: Option<LeadId>,
+    pub campaign_id: Option<CampaignId>,
+    pub operator_id: Option<OperatorId>,
+    pub phone_e164: String,
+    pub caller_id: Option<String>,
+    pub kind: String,
+    pub status: String,
+    pub dialed_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub bridge_id: Option<String>,
+    pub callback_operator_id: Option<OperatorId>,
+    pub settings: Option<serde_json::Value>,
+}
+
+pub async fn live_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<LiveAttempt>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT a.id, a.lead_id, a.campaign_id, a.operator_id, a.phone_e164, a.caller_id, a.kind, a.status,
+                a.dialed_at, a.answered_at, a.bridge_id, l.callback_operator_id, c.settings
+         FROM attempts a LEFT JOIN leads l ON l.id = a.lead_id LEFT JOIN campaigns c ON c.id = a.campaign_id
+         WHERE a.instance = $1 AND a.status IN {}",
+        AttemptStatus::LIVE_SQL
+    ))
     .bind(instance)
     .fetch_all(pool)
     .await
-}
-
-/// A single call (click-to-call) about to be placed.
-pub struct NewSingle<'a> {
-    pub attempt: AttemptId,
-    pub operator: OperatorId,
-    pub phone: &'a str,
-    pub caller_id: &'a str,
-    pub lead: Option<LeadId>,
-    pub campaign: Option<CampaignId>,
-    pub correlation_id: Option<&'a str>,
-    pub crm: &'a serde_json::Value,
-    pub instance: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -472,24 +617,25 @@ pub enum CreateError {
     Db(#[from] sqlx::Error),
 }
 
-/// Inserts a single call's attempt (`init`) and, when a campaign is named, counts it on the
-/// lead like a campaign attempt. Refused whole if the number is already in a live call.
-pub async fn create_single(pool: &PgPool, n: &NewSingle<'_>) -> Result<(), CreateError> {
+/// Inserts a single or preview call's attempt (`init`) and, for a campaign's lead, counts it
+/// on the lead like a campaign attempt. Refused whole if the number is already in a live call.
+pub async fn create_attempt(pool: &PgPool, n: &NewAttempt, instance: &str) -> Result<(), CreateError> {
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO attempts (id, lead_id, campaign_id, operator_id, phone_e164, caller_id, kind, status,
              correlation_id, crm, instance)
-         VALUES ($1, $2, $3, $4, $5, $6, 'click-to-call', 'init', $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'init', $8, $9, $10)",
     )
     .bind(n.attempt)
     .bind(n.lead)
     .bind(n.campaign)
     .bind(n.operator)
-    .bind(n.phone)
-    .bind(n.caller_id)
-    .bind(n.correlation_id)
-    .bind(n.crm)
-    .bind(n.instance)
+    .bind(&n.phone)
+    .bind(&n.caller_id)
+    .bind(n.kind.as_str())
+    .bind(&n.correlation_id)
+    .bind(&n.crm)
+    .bind(instance)
     .execute(&mut *tx)
     .await;
     if let Err(e) = inserted {
@@ -502,7 +648,7 @@ pub async fn create_single(pool: &PgPool, n: &NewSingle<'_>) -> Result<(), Creat
         None,
         AttemptStatus::Init,
         None,
-        Some("click-to-call"),
+        Some(n.kind.as_str()),
         None,
     )
     .await?;

@@ -36,6 +36,10 @@ pub struct CampaignSpec {
     pub connect_limit_ms: u64,
     /// What an abandoned customer hears before we hang up (ARI media URI).
     pub abandon_message: String,
+    /// Count a customer who hangs up before the connect limit (`early-hangup`) as abandoned
+    /// too: the conservative reading some regulators ask for. Off: such calls count only in
+    /// the answered calls (the denominator).
+    pub count_early_hangups_as_abandoned: bool,
     /// The cap on abandoned ÷ answered calls per local day (3 % in most regulations). Once a
     /// campaign reaches it, progressive pacing stops over-dialling (ratio 1) for the rest of
     /// the day.
@@ -128,11 +132,14 @@ impl Default for CampaignSpec {
                 (Failed, 600),
                 (Machine, 3600),
                 (CallbackNeeded, 3600),
+                (EarlyHangup, 1800),
+                (OperatorLost, 120),
             ]),
             calling_windows: Windows::new(),
             wrap_up_secs: 10,
             connect_limit_ms: 2000,
             abandon_message: "sound:vm-goodbye".to_owned(),
+            count_early_hangups_as_abandoned: false,
             max_abandon_rate: 0.03,
             max_concurrent_calls: 10,
             calls_per_second: 5.0,

@@ -208,7 +208,7 @@ impl Scheduler {
             if self.engine.offer(offer).await {
                 count += 1;
             } else {
-                release_reservation(&self.pool, lead, op.id).await?;
+                release_reservation(&mut *self.pool.acquire().await?, Some(lead), op.id).await?;
             }
         }
         Ok(count)
@@ -245,7 +245,6 @@ struct Candidate {
     id: LeadId,
     phone_e164: String,
     timezone: Option<String>,
-    attempts_count: i32,
     callback_operator_id: Option<OperatorId>,
     external_id: Option<String>,
     on_dnc: bool,
@@ -265,19 +264,20 @@ async fn select_due(
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     let spec = &campaign.spec;
     // DNC and "number already in a live call" are checked for the rows the scan returns only.
-    let candidates: Vec<Candidate> = sqlx::query_as(
-        "SELECT l.id, l.phone_e164, l.timezone, l.attempts_count, l.callback_operator_id, l.external_id,
+    let candidates: Vec<Candidate> = sqlx::query_as(&format!(
+        "SELECT l.id, l.phone_e164, l.timezone, l.callback_operator_id, l.external_id,
                 EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = l.phone_e164
                         AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS on_dnc,
                 EXISTS (SELECT 1 FROM attempts a WHERE a.phone_e164 = l.phone_e164
-                        AND a.status IN ('init', 'ringing', 'in-progress')) AS number_busy
+                        AND a.status IN {live}) AS number_busy
          FROM leads l
          WHERE l.campaign_id = $1 AND l.state IN ('pending', 'scheduled')
            AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= $2)
            AND (l.reserved_until IS NULL OR l.reserved_until <= $2)
          ORDER BY l.priority DESC, l.next_attempt_at NULLS FIRST, l.created_at, l.id
          LIMIT $3 FOR UPDATE OF l SKIP LOCKED",
-    )
+        live = crate::calls::AttemptStatus::LIVE_SQL
+    ))
     .bind(campaign.id)
     .bind(now)
     // A few spare rows cover leads skipped for DNC, window or a busy number; every row read
@@ -402,11 +402,10 @@ pub async fn claim(
             report.claimed.push(*attempt);
             claimed.push(Claimed {
                 attempt: *attempt,
-                lead: Some(c.id),
-                campaign: Some(campaign.id),
+                lead: c.id,
+                campaign: campaign.id,
                 phone: c.phone_e164.clone(),
                 spec: Arc::new(CampaignSpec::default()),
-                attempt_number: (c.attempts_count + 1).max(1) as u32,
                 preferred_operator: c.callback_operator_id,
             });
         }

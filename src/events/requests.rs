@@ -19,10 +19,10 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
+use crate::calls::place::{parse_call_request, Placer};
 
 pub struct RequestConsumer {
-    state: ApiState,
+    placer: Placer,
     url: SecretString,
     queue: String,
 }
@@ -33,8 +33,8 @@ pub fn dead_letter_names(queue: &str) -> (String, String) {
 }
 
 impl RequestConsumer {
-    pub fn new(state: ApiState, url: SecretString, queue: String) -> RequestConsumer {
-        RequestConsumer { state, url, queue }
+    pub fn new(placer: Placer, url: SecretString, queue: String) -> RequestConsumer {
+        RequestConsumer { placer, url, queue }
     }
 
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -91,23 +91,23 @@ impl RequestConsumer {
     /// Places the call or dead-letters the message; errors only when the broker fails.
     async fn handle(&self, channel: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
         let props = &delivery.properties;
-        let outcome = match api::parse_call_request(&delivery.data) {
+        let outcome = match parse_call_request(&delivery.data) {
             Ok(mut input) => {
                 if input.correlation_id.is_none() {
                     input.correlation_id = props.correlation_id().as_ref().map(|c| c.to_string());
                 }
-                api::place_call(&self.state, input).await
+                self.placer.place(input).await
             }
             Err(e) => Err(e),
         };
         let reply = match &outcome {
             Ok(attempt) => {
-                tracing::info!(attempt = %attempt["id"], "call request placed");
+                tracing::info!(attempt.id = %attempt.id, "call request placed");
                 json!({ "ok": true, "attempt": attempt })
             }
             Err(e) => {
-                let (_, code) = e.status_and_code();
-                let reason = e.client_message();
+                let code = e.code();
+                let reason = e.message();
                 tracing::warn!(code, reason, "call request refused; dead-lettered");
                 let mut headers = props.headers().clone().unwrap_or_default();
                 headers.insert("x-obzvon-reason".into(), AMQPValue::LongString(reason.clone().into()));

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::LeadState;
-use crate::calls::AttemptResult;
+use crate::calls::{AttemptResult, AttemptStatus};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,9 +100,10 @@ pub async fn remove(pool: &PgPool, id: LeadId) -> Result<Option<Option<AttemptId
     if found == 0 {
         return Ok(None);
     }
-    let live: Option<AttemptId> = sqlx::query_scalar(
-        "SELECT id FROM attempts WHERE lead_id = $1 AND status IN ('init', 'ringing', 'in-progress') LIMIT 1",
-    )
+    let live: Option<AttemptId> = sqlx::query_scalar(&format!(
+        "SELECT id FROM attempts WHERE lead_id = $1 AND status IN {} LIMIT 1",
+        AttemptStatus::LIVE_SQL
+    ))
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -188,26 +189,33 @@ pub async fn apply_step(
     Ok(())
 }
 
-/// Frees a lead reserved for `operator` (an offer that lapsed or was withdrawn).
-pub async fn release_reservation(pool: &PgPool, lead: LeadId, operator: OperatorId) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE leads SET reserved_by = NULL, reserved_until = NULL, updated_at = now() WHERE id = $1 AND reserved_by = $2")
-        .bind(lead)
-        .bind(operator)
-        .execute(pool)
-        .await?;
+/// Frees a lead reserved for `operator` (an offer that lapsed or was withdrawn); with no lead,
+/// every lead reserved for the operator.
+pub async fn release_reservation(
+    conn: &mut PgConnection,
+    lead: Option<LeadId>,
+    operator: OperatorId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE leads SET reserved_by = NULL, reserved_until = NULL, updated_at = now()
+         WHERE ($1::uuid IS NULL OR id = $1) AND reserved_by = $2",
+    )
+    .bind(lead)
+    .bind(operator)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// An operator skipped an offered lead: it comes back after `delay_secs`, and the reason is
 /// kept in the audit log.
 pub async fn skip_reserved(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     lead: LeadId,
     operator: OperatorId,
     delay_secs: u64,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE leads SET reserved_by = NULL, reserved_until = NULL, state = 'scheduled',
              next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
@@ -216,7 +224,7 @@ pub async fn skip_reserved(
     .bind(lead)
     .bind(operator)
     .bind(delay_secs as f64)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(
         "INSERT INTO audit_log (actor, action, entity_type, entity_id, after)
@@ -225,9 +233,8 @@ pub async fn skip_reserved(
     .bind(format!("operator:{operator}"))
     .bind(lead.to_string())
     .bind(reason)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::OperatorState;
 use crate::campaigns::FieldError;
@@ -170,7 +170,7 @@ pub async fn delete(pool: &PgPool, id: OperatorId) -> Result<bool, sqlx::Error> 
 
 /// Records a session state change.
 pub async fn set_state(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: OperatorId,
     state: OperatorState,
     session: Option<(&str, &str, &str)>,
@@ -197,7 +197,7 @@ pub async fn set_state(
     .bind(channel)
     .bind(bridge)
     .bind(instance)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -209,19 +209,33 @@ const STATE_EVENT: &str = "INSERT INTO outbox (id, event_type, routing_key, payl
             jsonb_build_object('type', 'OperatorStateChanged', 'occurredAt', now(), 'operatorId', o.id,
                 'name', o.name, 'endpoint', o.endpoint, 'state', o.state, 'previousState', o.previous)";
 
-/// Sessions this instance held before a restart are gone with their channels.
-pub async fn reset_sessions(pool: &PgPool, instance: &str) -> Result<Vec<(OperatorId, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "WITH old AS (SELECT id, state, session_channel_id FROM operators WHERE session_instance = $1 FOR UPDATE),
-         changed AS (
-             UPDATE operators o SET state = 'offline', state_changed_at = now(), session_channel_id = NULL,
-                 session_bridge_id = NULL, session_instance = NULL
-             FROM old WHERE o.id = old.id
-             RETURNING o.id, o.name, o.endpoint, o.state, old.state AS previous, old.session_channel_id
-         ),
-         events AS ({STATE_EVENT} FROM changed o WHERE o.state <> o.previous)
-         SELECT id, session_channel_id FROM changed"
-    ))
+/// A session this instance held, with the operator's latest attempt (for adoption at start-up).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HeldSession {
+    pub id: OperatorId,
+    pub name: String,
+    pub endpoint: String,
+    pub skills: Vec<String>,
+    pub enabled: bool,
+    pub state: String,
+    pub state_changed_at: DateTime<Utc>,
+    pub session_channel_id: String,
+    pub session_bridge_id: String,
+    pub attempt_id: Option<crate::ids::AttemptId>,
+    pub settings: Option<serde_json::Value>,
+}
+
+pub async fn sessions_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<HeldSession>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, o.name, o.endpoint, o.skills, o.enabled, o.state, o.state_changed_at,
+                o.session_channel_id, coalesce(o.session_bridge_id, '') AS session_bridge_id,
+                last.id AS attempt_id, c.settings
+         FROM operators o
+         LEFT JOIN LATERAL (SELECT a.id, a.campaign_id FROM attempts a WHERE a.operator_id = o.id
+                            ORDER BY a.created_at DESC LIMIT 1) last ON true
+         LEFT JOIN campaigns c ON c.id = last.campaign_id
+         WHERE o.session_instance = $1 AND o.state <> 'offline' AND o.session_channel_id IS NOT NULL",
+    )
     .bind(instance)
     .fetch_all(pool)
     .await

@@ -92,7 +92,7 @@ fn report_sql(dimension: Dimension) -> String {
     let (key, name) = dimension.key_sql();
     format!(
         "WITH a AS (
-             SELECT a.*, {key} AS key, {name} AS name
+             SELECT a.*, {key} AS key, {name} AS name, {ABANDONED} AS counts_abandoned
              FROM attempts a
              LEFT JOIN campaigns c ON c.id = a.campaign_id
              LEFT JOIN operators o ON o.id = a.operator_id
@@ -116,7 +116,7 @@ fn report_sql(dimension: Dimension) -> String {
          SELECT s.*, r.results, coalesce(b.billed, 0)::bigint AS billed
          FROM (
              SELECT t.key, max(t.name) AS name, count(*) AS dials, count(t.answered_at) AS answered,
-                    count(*) FILTER (WHERE t.result = 'abandoned') AS abandoned, count(t.bridged_at) AS bridged,
+                    count(*) FILTER (WHERE t.counts_abandoned) AS abandoned, count(t.bridged_at) AS bridged,
                     avg(t.talk) AS avg_talk, percentile_cont(0.5) WITHIN GROUP (ORDER BY t.talk) AS median_talk,
                     avg(t.ring) AS avg_ring, count(DISTINCT t.lead_id) AS leads,
                     count(DISTINCT t.lead_id) FILTER (WHERE t.result = 'success') AS converted
@@ -238,16 +238,22 @@ pub fn csv_record(r: &ReportRow) -> Vec<String> {
     out
 }
 
+/// The rule for an abandoned call, as SQL over an attempt `a` and its campaign `c`: the
+/// result `abandoned`, and also `early-hangup` (the customer hung up before the connect limit)
+/// when the campaign counts those conservatively. Answered calls are the denominator.
+pub const ABANDONED: &str = "(a.result = 'abandoned' OR (a.result = 'early-hangup'
+    AND coalesce((c.settings->>'count_early_hangups_as_abandoned')::boolean, false)))";
+
 /// Abandoned ÷ answered since local midnight in the campaign's time zone; `None` before the
 /// first answer of the day.
 pub async fn abandon_rate_today(pool: &PgPool, campaign: CampaignId) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE a.result = 'abandoned')::float8
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FILTER (WHERE {ABANDONED})::float8
                 / nullif(count(a.answered_at), 0)
          FROM campaigns c JOIN attempts a ON a.campaign_id = c.id
          WHERE c.id = $1
-           AND a.created_at >= date_trunc('day', now() AT TIME ZONE c.timezone) AT TIME ZONE c.timezone",
-    )
+           AND a.created_at >= date_trunc('day', now() AT TIME ZONE c.timezone) AT TIME ZONE c.timezone"
+    ))
     .bind(campaign)
     .fetch_one(pool)
     .await
@@ -255,30 +261,31 @@ pub async fn abandon_rate_today(pool: &PgPool, campaign: CampaignId) -> Result<O
 
 /// The live view of a campaign for a supervisor's screen.
 pub async fn live(pool: &PgPool, campaign: CampaignId) -> Result<serde_json::Value, sqlx::Error> {
-    let view: serde_json::Value = sqlx::query_scalar(
+    let view: serde_json::Value = sqlx::query_scalar(&format!(
         "SELECT jsonb_build_object(
              'campaign_id', c.id, 'name', c.name, 'state', c.state, 'at', now(),
-             'leads', (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb)
+             'leads', (SELECT coalesce(jsonb_object_agg(state, n), '{{}}'::jsonb)
                        FROM (SELECT state, count(*) AS n FROM leads WHERE campaign_id = c.id GROUP BY state) l),
-             'calls_in_flight', (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+             'calls_in_flight', (SELECT coalesce(jsonb_object_agg(status, n), '{{}}'::jsonb)
                        FROM (SELECT status, count(*) AS n FROM attempts
-                             WHERE campaign_id = c.id AND status IN ('init', 'ringing', 'in-progress')
+                             WHERE campaign_id = c.id AND status IN {live}
                              GROUP BY status) f),
-             'operators', (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb)
+             'operators', (SELECT coalesce(jsonb_object_agg(state, n), '{{}}'::jsonb)
                        FROM (SELECT o.state, count(*) AS n FROM operators o
                              WHERE o.enabled AND (jsonb_array_length(c.settings->'operators') = 0
                                                   OR c.settings->'operators' ? o.id::text)
                              GROUP BY o.state) op),
              'today', (SELECT jsonb_build_object(
                            'dials', count(*), 'answered', count(a.answered_at),
-                           'abandoned', count(*) FILTER (WHERE a.result = 'abandoned'),
-                           'abandon_rate', count(*) FILTER (WHERE a.result = 'abandoned')::float8
+                           'abandoned', count(*) FILTER (WHERE {ABANDONED}),
+                           'abandon_rate', count(*) FILTER (WHERE {ABANDONED})::float8
                                            / nullif(count(a.answered_at), 0))
                        FROM attempts a
                        WHERE a.campaign_id = c.id
                          AND a.created_at >= date_trunc('day', now() AT TIME ZONE c.timezone) AT TIME ZONE c.timezone))
          FROM campaigns c WHERE c.id = $1",
-    )
+        live = crate::calls::AttemptStatus::LIVE_SQL
+    ))
     .bind(campaign)
     .fetch_optional(pool)
     .await?

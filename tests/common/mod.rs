@@ -195,6 +195,12 @@ pub fn operator_phone(n: u8, rows: &[&str]) -> Phone {
 
 /// Runs a scenario of scripts/sipp/ as the phone of endpoint `opN` (port 5070+N).
 fn spawn_sipp(dir: PathBuf, scenario: &str, n: u8, media_base: u16, extra: &[&str]) -> Phone {
+    // The phone streams this audio (the scenarios name it relative to the working directory).
+    std::fs::copy(
+        repo_path("scripts/sipp/operator-audio.ul"),
+        dir.join("operator-audio.ul"),
+    )
+    .expect("copy the phones' audio");
     let port = 5070 + u16::from(n);
     let media = media_base + u16::from(n) * 10;
     let child = Command::new("sipp")
@@ -331,6 +337,7 @@ impl Server {
         s.ari.app = app.to_owned();
         s.instance.id = format!("test-{}", db.name);
         s.http.shutdown_grace_secs = 5;
+        s.engine.journal_dir = std::env::temp_dir().join("obzvon-test-journal");
         tweak(&mut s);
         let app = obzvon::app::App::build(s).await.unwrap();
         let base = format!("http://{}/api/v1", app.local_addr());
@@ -462,6 +469,22 @@ impl Server {
                 "{what} within {limit:?}; operators: {ops}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the attempt is no longer live (init, ringing, in-progress); returns it.
+    pub async fn wait_attempt_ended(&self, attempt: &str, limit: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let a = self.get(&format!("/attempts/{attempt}")).await;
+            if !matches!(a["status"].as_str(), Some("init" | "ringing" | "in-progress")) {
+                return a;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "attempt still live after {limit:?}: {a}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

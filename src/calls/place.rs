@@ -1,0 +1,220 @@
+//! Placing a single call (click-to-call) from a request: the REST route `POST /api/v1/calls`
+//! and the `outbound.call.request` queue take the same body and go through this one function,
+//! so both accept and refuse exactly the same requests.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use super::engine::{CommandError, EngineHandle, OperatorInfo, SingleCall};
+use super::store::{self as attempts, AttemptView};
+use crate::campaigns::store::{self as campaigns, StoreError};
+use crate::campaigns::{CampaignSpec, FieldError};
+use crate::config::DialerSettings;
+use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
+use crate::leads::{dnc, store as leads};
+use crate::operators::store::{self as operators, OperatorError};
+use crate::phone::{PhoneNumber, Region};
+
+/// A call request body, as REST and the request queue take it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    pub operator_id: OperatorId,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub lead_id: Option<LeadId>,
+    /// Named: the campaign's trunk, caller ID and retry rules apply.
+    #[serde(default)]
+    pub campaign_id: Option<CampaignId>,
+    #[serde(default)]
+    pub caller_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub crm: Option<Value>,
+}
+
+/// Why a call request was refused. `code` is the machine-readable reason (the API's error
+/// codes; the request consumer puts it in `x-obzvon-error`).
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for PlaceError {
+    fn from(e: sqlx::Error) -> Self {
+        PlaceError::Internal(e.into())
+    }
+}
+
+impl From<CommandError> for PlaceError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound(m) => PlaceError::NotFound(m),
+            CommandError::Conflict(m) => PlaceError::Conflict(m),
+            CommandError::Failed(m) => PlaceError::Unavailable(m),
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> PlaceError {
+    PlaceError::Invalid(vec![FieldError::new(field, message)])
+}
+
+/// Where single calls are placed from.
+#[derive(Clone)]
+pub struct Placer {
+    pub pool: PgPool,
+    pub engine: EngineHandle,
+    /// Trunk, caller ID, timeout and region for single calls that name no campaign.
+    pub defaults: DialerSettings,
+}
+
+/// The settings of single calls outside campaigns: the `[dialer]` section over the defaults.
+pub fn single_spec(d: &DialerSettings) -> CampaignSpec {
+    CampaignSpec {
+        trunk: d.trunk.clone(),
+        caller_id: d.caller_id.clone(),
+        dial_timeout_secs: d.dial_timeout_secs,
+        default_region: d.default_region.clone(),
+        ..CampaignSpec::default()
+    }
+}
+
+/// Parses a request body field by field, naming the field that is wrong.
+pub fn parse_call_request(body: &[u8]) -> Result<CallRequest, PlaceError> {
+    if body.is_empty() {
+        return Err(PlaceError::BadRequest("the request needs a JSON body".into()));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| PlaceError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => "body".to_owned(),
+            p => p,
+        };
+        invalid(&field, e.into_inner().to_string())
+    })
+}
+
+impl Placer {
+    /// Places a single call for an operator; the answer is the attempt.
+    pub async fn place(&self, input: CallRequest) -> Result<AttemptView, PlaceError> {
+        let campaign = match input.campaign_id {
+            Some(id) => Some(campaigns::get(&self.pool, id).await.map_err(|e| match e {
+                StoreError::NotFound => invalid("campaign_id", "no such campaign"),
+                StoreError::Db(e) => e.into(),
+                other => PlaceError::Internal(anyhow::anyhow!("{other}")),
+            })?),
+            None => None,
+        };
+        let raw_phone = match (&input.phone, input.lead_id) {
+            (Some(phone), None) => phone.clone(),
+            (None, Some(lead)) => {
+                let lead = leads::get(&self.pool, lead)
+                    .await?
+                    .ok_or_else(|| invalid("lead_id", "no such lead"))?;
+                if campaign.as_ref().is_some_and(|c| c.id != lead.campaign_id) {
+                    return Err(invalid("lead_id", "the lead belongs to another campaign"));
+                }
+                lead.phone
+            }
+            _ => return Err(invalid("phone", "give either phone or lead_id")),
+        };
+        let region_code = input
+            .region
+            .clone()
+            .or_else(|| campaign.as_ref().map(|c| c.spec.default_region.clone()))
+            .unwrap_or_else(|| self.defaults.default_region.clone());
+        let region = Region::parse(&region_code).map_err(|e| invalid("region", e.to_string()))?;
+        let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| invalid("phone", e.to_string()))?;
+        if dnc::is_listed(&self.pool, &phone, input.campaign_id).await? {
+            return Err(invalid("phone", "the number is on the do-not-call list"));
+        }
+        let mut spec = match &campaign {
+            Some(c) => c.spec.clone(),
+            None => single_spec(&self.defaults),
+        };
+        match input.caller_id {
+            Some(c) if c.trim().is_empty() || c.len() > 80 => return Err(invalid("caller_id", "1 to 80 characters")),
+            Some(c) => spec.caller_id = c,
+            None => {}
+        }
+        let operator = operators::get(&self.pool, input.operator_id)
+            .await
+            .map_err(|e| match e {
+                OperatorError::NotFound => PlaceError::NotFound("operator not found".into()),
+                OperatorError::Db(e) => e.into(),
+                other => PlaceError::Internal(anyhow::anyhow!("{other}")),
+            })?;
+        let attempt = AttemptId::new();
+        let call = SingleCall {
+            attempt,
+            operator: OperatorInfo {
+                id: operator.id,
+                name: operator.name,
+                endpoint: operator.endpoint,
+                skills: operator.skills,
+                enabled: operator.enabled,
+            },
+            phone: phone.as_str().to_owned(),
+            lead: input.lead_id,
+            campaign: campaign.map(|c| c.id),
+            spec: Arc::new(spec),
+            correlation_id: input.correlation_id,
+            crm: input.crm.unwrap_or_else(|| json!({})),
+        };
+        self.engine.single_call(call).await?;
+        attempts::get(&self.pool, attempt)
+            .await?
+            .ok_or_else(|| PlaceError::Internal(anyhow::anyhow!("attempt {attempt} vanished after it was placed")))
+    }
+}
+
+impl PlaceError {
+    /// The machine-readable reason, as the REST API names it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlaceError::BadRequest(_) => "bad_request",
+            PlaceError::Invalid(_) => "invalid",
+            PlaceError::NotFound(_) => "not_found",
+            PlaceError::Conflict(_) => "conflict",
+            PlaceError::Unavailable(_) => "unavailable",
+            PlaceError::Internal(_) => "internal",
+        }
+    }
+
+    /// What the requester is told; an internal error is logged here and not shown.
+    pub fn message(&self) -> String {
+        match self {
+            PlaceError::Invalid(fields) => fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            PlaceError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "call request failed");
+                "internal error; see the obzvon log".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
