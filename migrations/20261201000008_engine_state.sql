@@ -16,8 +16,11 @@ ALTER TABLE attempts ADD COLUMN ended_by text
 -- Every state change the call engine makes goes to a journal file on the instance's disk and
 -- from there, in order, to these tables; `applied_seq` is the last journal entry applied, in
 -- the same transaction as the entry, so a replay after a crash applies nothing twice.
+-- `journal_id` names the journal this database follows: a journal directory found holding
+-- another id belongs to another database and is set aside, not applied here.
 CREATE TABLE engine_journal (
     instance     text PRIMARY KEY,
+    journal_id   uuid NOT NULL DEFAULT gen_random_uuid(),
     applied_seq  bigint NOT NULL DEFAULT 0,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );

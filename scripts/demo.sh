@@ -25,9 +25,22 @@ cleanup() {
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
-# Nothing else may hold the Stasis app "obzvon" or the phones' ports.
-pkill -f 'obzvon serve' 2>/dev/null || true
-pkill -f 'sipp .*operator-login.xml' 2>/dev/null || true
+export OBZVON_ENGINE__JOURNAL_DIR=${OBZVON_ENGINE__JOURNAL_DIR:-$LOG_DIR/journal}
+# The demo needs the API address and the phones' SIP ports to itself. It never stops what it
+# did not start (a production obzvon may run on this box): it says what is in the way.
+port_busy() { # proto port
+	ss -Hln"$1" "sport = :$2" 2>/dev/null | grep -q .
+}
+if port_busy t "${OBZVON_HTTP__LISTEN##*:}"; then
+	echo "demo: something already listens on $OBZVON_HTTP__LISTEN (another obzvon?). Stop it or set OBZVON_HTTP__LISTEN." >&2
+	exit 1
+fi
+for n in 1 2; do
+	if port_busy u "507$n"; then
+		echo "demo: UDP port 507$n (operator phone op$n) is in use. Stop what uses it and run the demo again." >&2
+		exit 1
+	fi
+done
 
 $BIN serve >"$LOG_DIR/demo-serve.log" 2>&1 &
 pids+=($!)

@@ -285,7 +285,7 @@ up)
 	need_root
 	started=$(date +%s)
 	# prometheus: for promtool, which checks and unit-tests alerts/ in the test suite.
-	apt_install curl sip-tester prometheus
+	apt_install curl sip-tester prometheus iproute2
 	postgres_up
 	rabbitmq_up
 	asterisk_start

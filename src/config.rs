@@ -99,6 +99,10 @@ pub struct AriSettings {
     pub ping_interval_secs: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Fault injection for the fault suite (scripts/faults.sh): the percentage of ARI events
+    /// passed on twice, and of events swapped with the next one. Always 0 in production.
+    pub fault_duplicate_percent: f64,
+    pub fault_reorder_percent: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +173,8 @@ fn defaults() -> serde_json::Value {
             "ping_interval_secs": 10,
             "reconnect_min_ms": 200,
             "reconnect_max_ms": 10000,
+            "fault_duplicate_percent": 0.0,
+            "fault_reorder_percent": 0.0,
         },
         "http": { "listen": "127.0.0.1:8080", "shutdown_grace_secs": 60 },
         "amqp": {
@@ -249,6 +255,16 @@ impl Settings {
         if self.ari.ping_interval_secs == 0 {
             problems.push("ari.ping_interval_secs must be at least 1".to_owned());
         }
+        for (name, v) in [
+            ("fault_duplicate_percent", self.ari.fault_duplicate_percent),
+            ("fault_reorder_percent", self.ari.fault_reorder_percent),
+        ] {
+            if !(0.0..=50.0).contains(&v) {
+                problems.push(format!(
+                    "ari.{name} must be between 0 and 50 (it is for the fault suite only)"
+                ));
+            }
+        }
         if self.ari.reconnect_min_ms == 0 || self.ari.reconnect_min_ms > self.ari.reconnect_max_ms {
             problems.push("ari.reconnect_min_ms must be at least 1 and not above ari.reconnect_max_ms".to_owned());
         }
@@ -312,6 +328,10 @@ impl Settings {
             ping_interval: Duration::from_secs(self.ari.ping_interval_secs),
             min_backoff: Duration::from_millis(self.ari.reconnect_min_ms),
             max_backoff: Duration::from_millis(self.ari.reconnect_max_ms),
+            chaos: crate::ari::ws::Chaos {
+                duplicate: self.ari.fault_duplicate_percent / 100.0,
+                reorder: self.ari.fault_reorder_percent / 100.0,
+            },
         }
     }
 

@@ -53,6 +53,18 @@ pub struct StreamSettings {
     pub ping_interval: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Fault injection for the fault suite: events passed on twice or swapped with the next.
+    pub chaos: Chaos,
+}
+
+/// Deliberate faults in the event stream (the fault suite's "duplicated and reordered ARI
+/// events"); zero in production.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Chaos {
+    /// Chance that an event is passed on twice.
+    pub duplicate: f64,
+    /// Chance that an event is held back and passed on after the next one.
+    pub reorder: f64,
 }
 
 impl Default for StreamSettings {
@@ -61,6 +73,7 @@ impl Default for StreamSettings {
             ping_interval: Duration::from_secs(10),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            chaos: Chaos::default(),
         }
     }
 }
@@ -120,7 +133,8 @@ async fn run(
                     since: Utc::now(),
                     session,
                 });
-                let reason = read_session(socket, &events, &stats, settings.ping_interval, &cancel).await;
+                let reason =
+                    read_session(socket, &events, &stats, settings.ping_interval, settings.chaos, &cancel).await;
                 stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 if cancel.is_cancelled() {
                     return;
@@ -196,11 +210,18 @@ pub async fn read_session<S>(
     events: &mpsc::UnboundedSender<Event>,
     stats: &StreamStats,
     ping_interval: Duration,
+    chaos: Chaos,
     cancel: &CancellationToken,
 ) -> String
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
+    let mut forwarder = Forwarder {
+        events,
+        stats,
+        chaos,
+        held: None,
+    };
     let mut ticker = tokio::time::interval(ping_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -222,7 +243,7 @@ where
             frame = socket.next() => {
                 last_heard = tokio::time::Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => forward(text.as_str(), events, stats),
+                    Some(Ok(Message::Text(text))) => forwarder.forward(text.as_str()),
                     Some(Ok(Message::Close(frame))) => {
                         return match frame {
                             Some(f) => format!("closed by Asterisk ({}: {})", f.code, f.reason),
@@ -238,16 +259,51 @@ where
     }
 }
 
-fn forward(text: &str, events: &mpsc::UnboundedSender<Event>, stats: &StreamStats) {
-    match Event::parse(text) {
-        Ok(event) => {
-            stats.events.fetch_add(1, Ordering::Relaxed);
-            // The receiver is gone only during shutdown; nothing to do with the event then.
-            let _ = events.send(event);
+/// Parses frames and passes the events on (with the fault suite's chaos, when asked).
+struct Forwarder<'a> {
+    events: &'a mpsc::UnboundedSender<Event>,
+    stats: &'a StreamStats,
+    chaos: Chaos,
+    /// An event held back to be passed on after the next one.
+    held: Option<Event>,
+}
+
+impl Forwarder<'_> {
+    fn forward(&mut self, text: &str) {
+        match Event::parse(text) {
+            Ok(event) => {
+                self.stats.events.fetch_add(1, Ordering::Relaxed);
+                // The receiver is gone only during shutdown; nothing to do with the event then.
+                if self.chaos == Chaos::default() {
+                    let _ = self.events.send(event);
+                    return;
+                }
+                let mut rng = rand::rng();
+                if self.held.is_none() && rng.random_bool(self.chaos.reorder.clamp(0.0, 1.0)) {
+                    self.held = Some(event);
+                    return;
+                }
+                if rng.random_bool(self.chaos.duplicate.clamp(0.0, 1.0)) {
+                    let _ = self.events.send(event.clone());
+                }
+                let _ = self.events.send(event);
+                if let Some(late) = self.held.take() {
+                    let _ = self.events.send(late);
+                }
+            }
+            Err(e) => {
+                self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, frame_len = text.len(), "unparseable ARI frame skipped");
+            }
         }
-        Err(e) => {
-            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, frame_len = text.len(), "unparseable ARI frame skipped");
+    }
+}
+
+impl Drop for Forwarder<'_> {
+    /// A held event is late, never lost.
+    fn drop(&mut self) {
+        if let Some(late) = self.held.take() {
+            let _ = self.events.send(late);
         }
     }
 }
@@ -344,12 +400,74 @@ mod tests {
             ],
             false,
         );
-        let reason = read_session(socket, &tx, &stats, Duration::from_secs(60), &CancellationToken::new()).await;
+        let reason = read_session(
+            socket,
+            &tx,
+            &stats,
+            Duration::from_secs(60),
+            Chaos::default(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(reason, "closed by Asterisk");
         assert_eq!(stats.events.load(Ordering::Relaxed), 2);
         assert_eq!(stats.bad_frames.load(Ordering::Relaxed), 1);
         assert_eq!(rx.recv().await.unwrap().type_name, "ChannelDestroyed");
         assert_eq!(rx.recv().await.unwrap().type_name, "ChannelDestroyed");
+    }
+
+    #[tokio::test]
+    async fn fault_injection_duplicates_and_swaps_events_when_asked_and_never_loses_one() {
+        let ringing = include_str!("../../tests/fixtures/ari/channel_state_change_ringing.json");
+        let frames = || {
+            scripted(
+                vec![
+                    Ok(Message::text(ringing)),
+                    Ok(Message::text(DESTROYED)),
+                    Ok(Message::Close(None)),
+                ],
+                false,
+            )
+        };
+        let run = |chaos: Chaos| async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            read_session(
+                frames(),
+                &tx,
+                &StreamStats::default(),
+                Duration::from_secs(60),
+                chaos,
+                &CancellationToken::new(),
+            )
+            .await;
+            drop(tx);
+            let mut names = Vec::new();
+            while let Some(e) = rx.recv().await {
+                names.push(e.type_name);
+            }
+            names
+        };
+        assert_eq!(run(Chaos::default()).await, ["ChannelStateChange", "ChannelDestroyed"]);
+        let twice = run(Chaos {
+            duplicate: 1.0,
+            reorder: 0.0,
+        })
+        .await;
+        assert_eq!(
+            twice,
+            [
+                "ChannelStateChange",
+                "ChannelStateChange",
+                "ChannelDestroyed",
+                "ChannelDestroyed"
+            ]
+        );
+        let swapped = run(Chaos {
+            duplicate: 0.0,
+            reorder: 1.0,
+        })
+        .await;
+        assert_eq!(swapped, ["ChannelDestroyed", "ChannelStateChange"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -358,7 +476,15 @@ mod tests {
         let stats = StreamStats::default();
         let socket = scripted(vec![], true);
         let started = tokio::time::Instant::now();
-        let reason = read_session(socket, &tx, &stats, Duration::from_secs(5), &CancellationToken::new()).await;
+        let reason = read_session(
+            socket,
+            &tx,
+            &stats,
+            Duration::from_secs(5),
+            Chaos::default(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert!(reason.starts_with("no frame from Asterisk"), "{reason}");
         let waited = started.elapsed();
         assert!(
@@ -377,6 +503,7 @@ mod tests {
             &tx,
             &StreamStats::default(),
             Duration::from_secs(5),
+            Chaos::default(),
             &cancel,
         )
         .await;

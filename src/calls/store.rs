@@ -56,13 +56,18 @@ async fn mark_applied(tx: &mut Transaction<'_, Postgres>, instance: &str, seq: u
     Ok(())
 }
 
-/// The last journal entry applied for `instance`.
-pub async fn applied_seq(pool: &PgPool, instance: &str) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT applied_seq FROM engine_journal WHERE instance = $1")
+/// The journal `instance` follows in this database, and its last entry applied.
+pub async fn journal_checkpoint(pool: &PgPool, instance: &str) -> Result<(uuid::Uuid, u64), sqlx::Error> {
+    sqlx::query("INSERT INTO engine_journal (instance) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(instance)
-        .fetch_optional(pool)
+        .execute(pool)
         .await?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
+    let (id, seq): (uuid::Uuid, i64) =
+        sqlx::query_as("SELECT journal_id, applied_seq FROM engine_journal WHERE instance = $1")
+            .bind(instance)
+            .fetch_one(pool)
+            .await?;
+    Ok((id, seq.max(0) as u64))
 }
 
 async fn apply_write(tx: &mut Transaction<'_, Postgres>, instance: &str, write: &Write) -> Result<(), sqlx::Error> {

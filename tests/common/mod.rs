@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod contracts;
+pub mod farend;
+pub mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -86,6 +89,7 @@ pub async fn connect_events(client: &AriClient) -> Events {
         ping_interval: Duration::from_secs(2),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
+        chaos: Default::default(),
     };
     let (stream, _task) = ari::ws::spawn(client.clone(), settings, cancel.clone());
     let mut events = Events {
@@ -173,6 +177,19 @@ pub fn testbed(args: &[&str]) {
 pub struct Phone {
     child: Child,
     _dir: PathBuf,
+}
+
+impl Phone {
+    /// Still running (its call was not hung up).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: the phone vanishes without a BYE, sends no more audio, answers nothing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Phone {
@@ -307,11 +324,41 @@ pub fn login_phone(n: u8, key: &str, every_ms: u32) -> Phone {
 /// `obzvon serve` running in this test process on a fresh database, with a REST client.
 pub struct Server {
     pub db: TestDb,
-    pub base: String,
-    pub http: reqwest::Client,
+    pub rest: Rest,
     pub pool: sqlx::PgPool,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Rest;
+    fn deref(&self) -> &Rest {
+        &self.rest
+    }
+}
+
+/// A REST client of one obzvon (in this process or a child process), as an admin.
+pub struct Rest {
+    /// `http://127.0.0.1:PORT/api/v1`
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A client holding `token` as its bearer token.
+pub fn rest_client(base: String, token: &str) -> Rest {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    Rest {
+        base,
+        http: reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    }
 }
 
 impl Server {
@@ -345,17 +392,11 @@ impl Server {
         let (token, _) = obzvon::auth::create(&pool, "tests", &["admin".to_owned()], "test")
             .await
             .unwrap();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
         let cancel = app.cancel_token();
         let task = tokio::spawn(app.run_until_stopped());
         let server = Server {
             db,
-            base,
-            http: reqwest::Client::builder().default_headers(headers).build().unwrap(),
+            rest: rest_client(base, &token),
             pool,
             cancel,
             task: Some(task),
@@ -377,6 +418,19 @@ impl Server {
         panic!("obzvon serve did not become ready");
     }
 
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(15), task).await;
+            result
+                .expect("serve stops in time")
+                .unwrap()
+                .expect("serve stops cleanly");
+        }
+    }
+}
+
+impl Rest {
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -485,17 +539,6 @@ impl Server {
                 "attempt still live after {limit:?}: {a}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub async fn stop(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(15), task).await;
-            result
-                .expect("serve stops in time")
-                .unwrap()
-                .expect("serve stops cleanly");
         }
     }
 }

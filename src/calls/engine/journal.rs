@@ -131,7 +131,8 @@ impl Journal {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = lock(dir, instance, lock_wait).await?;
-        let applied = store::applied_seq(pool, instance).await?;
+        let (journal_id, applied) = store::journal_checkpoint(pool, instance).await?;
+        set_aside_foreign(dir, instance, journal_id).map_err(io)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut segments = segments(dir, instance).map_err(io)?;
         segments.sort();
@@ -351,6 +352,27 @@ async fn lock(dir: &Path, instance: &str, wait: Duration) -> Result<File, Journa
             }
         }
     }
+}
+
+/// Segments written for another database (the id file names a different journal) are moved
+/// to a subdirectory instead of being applied here; the id file then names this database's.
+fn set_aside_foreign(dir: &Path, instance: &str, journal_id: uuid::Uuid) -> std::io::Result<()> {
+    let id_file = dir.join(format!("{instance}.journal-id"));
+    let found = std::fs::read_to_string(&id_file).ok().map(|s| s.trim().to_owned());
+    if found.as_deref().is_some_and(|f| f != journal_id.to_string()) {
+        let aside = dir.join(format!("foreign-{}", found.unwrap_or_default()));
+        std::fs::create_dir_all(&aside)?;
+        for (_, path) in segments(dir, instance)? {
+            if let Some(name) = path.file_name() {
+                std::fs::rename(&path, aside.join(name))?;
+            }
+        }
+        tracing::warn!(
+            dir = %aside.display(),
+            "the journal in this directory belongs to another database; set aside, not applied"
+        );
+    }
+    std::fs::write(&id_file, journal_id.to_string())
 }
 
 fn segments(dir: &Path, instance: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {

@@ -126,6 +126,7 @@ impl Core {
                     since,
                     touched: now.at,
                     announced: true,
+                    last_key: None,
                     media: Media {
                         packets: 0,
                         heard_at: now.at,

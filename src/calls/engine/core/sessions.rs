@@ -76,6 +76,9 @@ pub struct Session {
     pub touched: Instant,
     /// Whether its state was written as logged in (else its end writes nothing).
     pub announced: bool,
+    /// The last key pressed and when Asterisk saw it: the same press reported twice (an
+    /// endpoint subscription repeats channel events) counts once.
+    pub last_key: Option<(String, chrono::DateTime<chrono::Utc>)>,
     pub media: Media,
 }
 
@@ -134,6 +137,7 @@ impl Session {
             since: now.at,
             touched: now.at,
             announced: false,
+            last_key: None,
             media: Media {
                 packets: 0,
                 heard_at: now.at,
@@ -412,7 +416,15 @@ impl Core {
                     self.join(op, start.channel.state == ChannelState::Up, now);
                 }
             }
-            EventKind::ChannelDtmfReceived(key) => self.on_key(op, &key.digit, now),
+            EventKind::ChannelDtmfReceived(key) => {
+                let press = (key.digit.clone(), event.timestamp.to_utc());
+                let session = self.sessions.get_mut(&op).expect("routed here");
+                if session.last_key.as_ref() == Some(&press) {
+                    return;
+                }
+                session.last_key = Some(press);
+                self.on_key(op, &key.digit, now)
+            }
             EventKind::ChannelDestroyed(d) => {
                 let how = if d.cause == CAUSE_RTP_TIMEOUT {
                     SessionEnd::Dead(format!(

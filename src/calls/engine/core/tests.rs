@@ -665,6 +665,14 @@ fn phone_keys_pause_hang_up_and_set_dispositions() {
     rig.event(dtmf(&ch, "0", now));
     assert_eq!(rig.session_state(1), Some(OperatorState::Paused));
     rig.event(dtmf(&ch, "0", now));
+    assert_eq!(
+        rig.session_state(1),
+        Some(OperatorState::Paused),
+        "the same press reported twice counts once"
+    );
+    rig.ms += 500;
+    let now = rig.now().wall;
+    rig.event(dtmf(&ch, "0", now));
     assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
     let s = spec();
     let attempt = rig.dial(&s);

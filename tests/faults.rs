@@ -1,0 +1,454 @@
+//! Faults against the real test bed, with `obzvon serve` as a child process: kill -9 and a
+//! restart, SIGTERM, a rolling restart, an operator's phone that dies without a BYE, a
+//! database outage. What the far end heard (its SIP log) and what the database recorded are
+//! checked for every call. They share the Stasis application "obzvon" (the login dialplan names
+//! it) and the operator phones, so they run one at a time.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::farend::{FarCall, FarEnd, TRUNK};
+use common::process::Obzvon;
+use common::proxy::Proxy;
+use common::*;
+use serde_json::{json, Value};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A number unique in this test run (a Russian mobile, +79 and nine digits): behaviour `b`,
+/// ring `ring` s, talk `talk` s.
+fn unique(b: u8, ring: u8, talk: u8) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + rand::random_range(0..10) * 1000;
+    format!("+79{:04}{b}{ring:02}{talk:02}", n % 10_000)
+}
+
+struct Bed {
+    db: TestDb,
+    pool: sqlx::PgPool,
+    far: FarEnd,
+}
+
+async fn bed(label: &str) -> Bed {
+    require_trunk();
+    ari_client("probe").await;
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    obzvon::db::migrate(&pool).await.unwrap();
+    Bed {
+        far: FarEnd::start(label),
+        db,
+        pool,
+    }
+}
+
+/// Operators `opN` for each `n`, logged in from their phones with *55; each phone presses 1
+/// every 700 ms (success in wrap-up, ignored otherwise).
+async fn operators(rest: &Rest, ns: &[u8]) -> (Vec<String>, Vec<Phone>) {
+    let mut ids = Vec::new();
+    let mut phones = Vec::new();
+    for &n in ns {
+        let id = rest.operator(&format!("op{n}"), &format!("PJSIP/op{n}")).await;
+        phones.push(login_phone(n, "1", 700));
+        let want = id.clone();
+        rest.wait_operators("operator ready", Duration::from_secs(10), move |ops| {
+            ops.iter().any(|o| o["id"] == want.as_str() && o["state"] == "ready")
+        })
+        .await;
+        ids.push(id);
+    }
+    (ids, phones)
+}
+
+async fn campaign(rest: &Rest, phones: &[String], extra: Value) -> String {
+    let mut body = json!({
+        "name": format!("faults {}", uuid::Uuid::new_v4()),
+        "trunk": TRUNK, "caller_id": "74950000000", "timezone": "UTC",
+        "dial_timeout_secs": 15, "max_attempts": 2, "wrap_up_secs": 1, "calls_per_second": 20,
+        "retry_delays_secs": {"busy": 1, "no-answer": 1, "congestion": 1, "abandoned": 1, "failed": 1, "early-hangup": 1, "operator-lost": 1},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let csv = std::iter::once("phone".to_owned())
+        .chain(phones.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let campaign = rest.post("/campaigns", body).await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let (status, report) = rest.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
+    assert_eq!(
+        (status, report["imported"].as_u64()),
+        (200, Some(phones.len() as u64)),
+        "{report}"
+    );
+    rest.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    id
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Attempt {
+    id: uuid::Uuid,
+    phone_e164: String,
+    status: String,
+    result: Option<String>,
+    operator_id: Option<uuid::Uuid>,
+    ended_by: Option<String>,
+    answered_at: Option<DateTime<Utc>>,
+    bridged_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+async fn attempts(pool: &sqlx::PgPool) -> Vec<Attempt> {
+    sqlx::query_as(
+        "SELECT id, phone_e164, status, result, operator_id, ended_by, answered_at, bridged_at, ended_at
+         FROM attempts ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Polls `check` against the attempts until it holds.
+async fn wait_attempts(
+    pool: &sqlx::PgPool,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&[Attempt]) -> bool,
+) -> Vec<Attempt> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let all = attempts(pool).await;
+        if check(&all) {
+            return all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {limit:?}: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn live(a: &Attempt) -> bool {
+    matches!(a.status.as_str(), "init" | "ringing" | "in-progress")
+}
+
+/// Far-end calls by attempt id.
+fn by_attempt(calls: &[FarCall]) -> HashMap<String, Vec<FarCall>> {
+    let mut out: HashMap<String, Vec<FarCall>> = HashMap::new();
+    for c in calls {
+        if let Some(a) = &c.attempt {
+            out.entry(a.clone()).or_default().push(c.clone());
+        }
+    }
+    out
+}
+
+/// Every attempt was dialled once (one Call-ID at the far end) and no answered call was hung
+/// up by the dialer unless it was an abandon.
+fn far_end_agrees(far: &FarEnd, attempts: &[Attempt]) {
+    let calls = by_attempt(&far.calls());
+    for a in attempts {
+        let dialled = calls.get(&a.id.to_string()).map_or(0, Vec::len);
+        assert!(dialled <= 1, "{} dialled {dialled} times", a.id);
+        if a.bridged_at.is_some() && a.result.as_deref() != Some("operator-lost") {
+            let call = &calls[&a.id.to_string()][0];
+            assert_eq!(
+                call.bye.map(|b| b.1),
+                Some(true),
+                "the conversation {} was ended by the customer, not cut: {call:?}",
+                a.id
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_kill_9_a_restarted_obzvon_adopts_every_live_call_and_session() {
+    let _serial = SERIAL.lock().await;
+    let bed = bed("kill9").await;
+    let mut obzvon = Obzvon::start(&bed.db, "faults-kill9", &[]).await;
+    let (ops, mut phones) = operators(&obzvon, &[1, 2, 3]).await;
+    // Two long conversations, and one that rings long enough to be answered after the restart.
+    let talking = [unique(1, 1, 12), unique(1, 1, 12)];
+    let late = unique(1, 7, 3);
+    campaign(
+        &obzvon,
+        &[talking[0].clone(), talking[1].clone(), late.clone()],
+        json!({}),
+    )
+    .await;
+    wait_attempts(
+        &bed.pool,
+        "two calls bridged, one ringing",
+        Duration::from_secs(15),
+        |all| {
+            all.iter().filter(|a| a.bridged_at.is_some() && live(a)).count() == 2
+                && all.iter().any(|a| a.phone_e164 == late && a.status == "ringing")
+        },
+    )
+    .await;
+
+    let killed = Instant::now();
+    obzvon.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    obzvon.spawn();
+    obzvon.ready(Duration::from_secs(30)).await;
+    let gap = killed.elapsed();
+    eprintln!("restart gap (kill -9 → ready again): {} ms", gap.as_millis());
+
+    let done = wait_attempts(&bed.pool, "every call ended", Duration::from_secs(40), |all| {
+        all.len() >= 3 && all.iter().all(|a| !live(a))
+    })
+    .await;
+    for phone in talking.iter().chain([&late]) {
+        let tries: Vec<&Attempt> = done.iter().filter(|a| &a.phone_e164 == phone).collect();
+        assert_eq!(tries.len(), 1, "{phone} dialled once: {tries:#?}");
+        let a = tries[0];
+        assert_eq!(
+            (a.status.as_str(), a.result.as_deref(), a.ended_by.as_deref()),
+            ("completed", Some("success"), Some("customer")),
+            "{a:#?}"
+        );
+    }
+    // The adopted conversations ran their full length and ended when the customer hung up.
+    for a in done.iter().filter(|a| talking.contains(&a.phone_e164)) {
+        let talk = (a.ended_at.unwrap() - a.answered_at.unwrap()).num_milliseconds();
+        assert!((11_500..13_500).contains(&talk), "talked {talk} ms of 12 s: {a:#?}");
+    }
+    far_end_agrees(&bed.far, &done);
+    // The operators stayed logged in: their phones' calls were never hung up.
+    for (phone, op) in phones.iter_mut().zip(&ops) {
+        assert!(phone.running(), "operator {op}'s session call was cut");
+    }
+    obzvon
+        .wait_operators("operators back to ready", Duration::from_secs(10), |all| {
+            all.iter().filter(|o| o["state"] == "ready").count() == 3
+        })
+        .await;
+    drop(obzvon);
+}
+
+#[tokio::test]
+async fn sigterm_lets_live_calls_finish_and_the_next_process_adopts_the_sessions() {
+    let _serial = SERIAL.lock().await;
+    let bed = bed("sigterm").await;
+    let mut obzvon = Obzvon::start(&bed.db, "faults-sigterm", &[]).await;
+    let (_, mut phones) = operators(&obzvon, &[1]).await;
+    let first = unique(1, 1, 6);
+    let rest: Vec<String> = (0..3).map(|_| unique(1, 1, 1)).collect();
+    let mut all = vec![first.clone()];
+    all.extend(rest.iter().cloned());
+    campaign(&obzvon, &all, json!({})).await;
+    wait_attempts(&bed.pool, "the first call bridged", Duration::from_secs(10), |a| {
+        a.iter().any(|a| a.phone_e164 == first && a.bridged_at.is_some())
+    })
+    .await;
+    let termed = Utc::now();
+    obzvon.term();
+    // Draining: still running while the call lasts, nothing new dialled.
+    assert!(
+        obzvon.wait_exit(Duration::from_secs(3)).await.is_none(),
+        "exited with a call live"
+    );
+    let status = obzvon
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits once the call has ended");
+    assert!(status.success(), "{status:?}\n{}", obzvon.log_tail(20));
+    let after = attempts(&bed.pool).await;
+    assert!(
+        after.iter().all(|a| a.phone_e164 == first || !live(a)),
+        "nothing was dialled during the drain"
+    );
+    let a = after.iter().find(|a| a.phone_e164 == first).unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.ended_by.as_deref()),
+        ("completed", Some("customer"))
+    );
+    assert!(a.ended_at.unwrap() > termed, "it ran on after SIGTERM");
+    assert!(
+        phones[0].running(),
+        "the operator's session stays up for the next process"
+    );
+
+    // The next process adopts the session and dials the rest into it.
+    obzvon.spawn();
+    obzvon.ready(Duration::from_secs(30)).await;
+    let done = wait_attempts(&bed.pool, "the rest dialled and ended", Duration::from_secs(40), |a| {
+        a.len() == 4 && a.iter().all(|a| !live(a))
+    })
+    .await;
+    assert!(done.iter().all(|a| a.result.as_deref() == Some("success")), "{done:#?}");
+    far_end_agrees(&bed.far, &done);
+}
+
+#[tokio::test]
+async fn a_new_process_takes_over_from_one_that_drains_without_cutting_the_call() {
+    let _serial = SERIAL.lock().await;
+    let bed = bed("takeover").await;
+    let mut old = Obzvon::start(&bed.db, "faults-takeover", &[]).await;
+    let (_, mut phones) = operators(&old, &[1]).await;
+    let long = unique(1, 1, 10);
+    let next = unique(1, 1, 1);
+    campaign(&old, &[long.clone(), next.clone()], json!({})).await;
+    wait_attempts(&bed.pool, "the call bridged", Duration::from_secs(10), |a| {
+        a.iter().any(|a| a.phone_e164 == long && a.bridged_at.is_some())
+    })
+    .await;
+    old.term();
+    let mut new = old.twin();
+    new.spawn();
+    new.ready(Duration::from_secs(30)).await;
+    let status = old
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the old process leaves");
+    assert!(status.success(), "{status:?}\n{}", old.log_tail(20));
+    assert!(
+        std::fs::read_to_string(&old.log)
+            .unwrap()
+            .contains("took over the Stasis application"),
+        "the old process saw ApplicationReplaced"
+    );
+    let done = wait_attempts(&bed.pool, "both calls ended", Duration::from_secs(30), |a| {
+        a.len() == 2 && a.iter().all(|a| !live(a))
+    })
+    .await;
+    assert!(done.iter().all(|a| a.result.as_deref() == Some("success")), "{done:#?}");
+    far_end_agrees(&bed.far, &done);
+    assert!(phones[0].running());
+}
+
+#[tokio::test]
+async fn an_operator_phone_that_dies_without_a_bye_is_ended_within_ten_seconds_and_gets_no_customer() {
+    let _serial = SERIAL.lock().await;
+    let bed = bed("deadphone").await;
+    let obzvon = Obzvon::start(&bed.db, "faults-deadphone", &[]).await;
+    let (ops, mut phones) = operators(&obzvon, &[1, 2]).await;
+    let long = unique(1, 1, 15);
+    campaign(&obzvon, std::slice::from_ref(&long), json!({})).await;
+    let first = wait_attempts(&bed.pool, "the call bridged", Duration::from_secs(10), |a| {
+        a.iter().any(|a| a.bridged_at.is_some())
+    })
+    .await;
+    let talking_to = first[0].operator_id.unwrap().to_string();
+    let dead = ops.iter().position(|o| *o == talking_to).unwrap();
+    let killed = Instant::now();
+    let killed_at = Utc::now();
+    phones[dead].kill();
+    let dead_id = talking_to.clone();
+    obzvon
+        .wait_operators("the dead phone's session ended", Duration::from_secs(12), move |all| {
+            all.iter()
+                .any(|o| o["id"] == dead_id.as_str() && o["state"] == "offline")
+        })
+        .await;
+    let detected = killed.elapsed();
+    eprintln!("dead phone detected in {} ms", detected.as_millis());
+    assert!(detected < Duration::from_secs(10), "{detected:?}");
+    // The customer was moved to the other operator and talked to the end.
+    let done = wait_attempts(&bed.pool, "the call ended", Duration::from_secs(30), |a| {
+        a.iter().all(|a| !live(a))
+    })
+    .await;
+    let a = &done[0];
+    assert_eq!(a.result.as_deref(), Some("success"), "{a:#?}");
+    assert_eq!(
+        a.operator_id.unwrap().to_string(),
+        ops[1 - dead],
+        "moved to the live operator"
+    );
+    let view = obzvon.get(&format!("/attempts/{}", a.id)).await;
+    assert!(view.to_string().contains("phone died"), "{view}");
+    // More customers: none goes to the dead operator.
+    let more: Vec<String> = (0..3).map(|_| unique(1, 1, 1)).collect();
+    campaign(&obzvon, &more, json!({})).await;
+    let done = wait_attempts(&bed.pool, "the others ended", Duration::from_secs(40), |a| {
+        a.len() == 4 && a.iter().all(|a| !live(a))
+    })
+    .await;
+    for a in done.iter().filter(|a| a.bridged_at.is_some_and(|b| b > killed_at)) {
+        assert_ne!(
+            a.operator_id.unwrap().to_string(),
+            talking_to,
+            "bridged into the dead phone: {a:#?}"
+        );
+    }
+    far_end_agrees(&bed.far, &done);
+}
+
+#[tokio::test]
+async fn calls_go_on_and_are_bridged_through_a_thirty_second_database_outage() {
+    let _serial = SERIAL.lock().await;
+    let bed = bed("dbdown").await;
+    let target: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = Proxy::start(target).await;
+    let url = proxy.url_for(&bed.db.url);
+    let obzvon = Obzvon::start(
+        &bed.db,
+        "faults-dbdown",
+        &[
+            ("OBZVON_DATABASE__URL", url),
+            ("OBZVON_DATABASE__ACQUIRE_TIMEOUT_SECS", "2".into()),
+        ],
+    )
+    .await;
+    let (_, _phones) = operators(&obzvon, &[1, 2]).await;
+    // Calls that ring through the outage and are answered in it.
+    let phones: Vec<String> = (0..4).map(|_| unique(1, 4, 3)).collect();
+    campaign(&obzvon, &phones, json!({})).await;
+    wait_attempts(&bed.pool, "two calls ringing", Duration::from_secs(10), |a| {
+        a.iter().filter(|a| a.status == "ringing").count() == 2
+    })
+    .await;
+    let cut_at = Utc::now();
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let restored_at = Utc::now();
+    proxy.restore();
+    let done = wait_attempts(
+        &bed.pool,
+        "every call ended and recorded",
+        Duration::from_secs(60),
+        |a| a.len() == 4 && a.iter().all(|a| !live(a)),
+    )
+    .await;
+    // The two calls answered during the outage were bridged and talked (the far end says so).
+    let far = by_attempt(&bed.far.calls());
+    let in_outage: Vec<&Attempt> = done
+        .iter()
+        .filter(|a| a.answered_at.is_some_and(|t| t > cut_at && t < restored_at))
+        .collect();
+    assert_eq!(in_outage.len(), 2, "{done:#?}");
+    for a in &in_outage {
+        assert!(a.bridged_at.is_some(), "bridged during the outage: {a:#?}");
+        assert_eq!(a.result.as_deref(), Some("success"));
+        let call = &far[&a.id.to_string()][0];
+        assert_eq!(call.bye.map(|b| b.1), Some(true), "talked to the end");
+    }
+    // Nothing new was claimed while the database was away.
+    let claimed: Vec<DateTime<Utc>> = sqlx::query_scalar("SELECT created_at FROM attempts")
+        .fetch_all(&bed.pool)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|t| *t < cut_at || *t > restored_at), "{claimed:?}");
+    // Every transition arrived, in order: each bridged call's timeline ends completed.
+    for a in done.iter().filter(|a| a.bridged_at.is_some()) {
+        let steps: Vec<String> =
+            sqlx::query_scalar("SELECT to_status FROM attempt_transitions WHERE attempt_id = $1 ORDER BY id")
+                .bind(a.id)
+                .fetch_all(&bed.pool)
+                .await
+                .unwrap();
+        let seen: HashSet<&str> = steps.iter().map(String::as_str).collect();
+        assert!(seen.contains("ringing") && seen.contains("in-progress"), "{steps:?}");
+        assert_eq!(steps.last().map(String::as_str), Some("completed"), "{steps:?}");
+    }
+    far_end_agrees(&bed.far, &done);
+}
