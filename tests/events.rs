@@ -372,18 +372,6 @@ impl Drop for BrokerOutage {
     }
 }
 
-fn rabbitmqctl(action: &str) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([action])
-        .output()
-        .unwrap_or_else(|e| panic!("rabbitmqctl {action}: {e}; the test bed installs RabbitMQ"));
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {action}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn a_broker_outage_mid_run_delays_events_and_loses_none() {
     let _serial = SERIAL.lock().await;

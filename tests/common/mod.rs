@@ -158,6 +158,19 @@ impl Events {
     }
 }
 
+/// `rabbitmqctl ACTION` (stop_app, start_app: a broker outage for the tests that need one).
+pub fn rabbitmqctl(action: &str) {
+    let out = Command::new("rabbitmqctl")
+        .args([action])
+        .output()
+        .unwrap_or_else(|e| panic!("rabbitmqctl {action}: {e}; the test bed installs RabbitMQ"));
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `scripts/testbed.sh ARGS…` and fails the test if it fails.
 pub fn testbed(args: &[&str]) {
     let out = Command::new(repo_path("scripts/testbed.sh"))

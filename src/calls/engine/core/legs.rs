@@ -92,12 +92,14 @@ pub enum LegState {
         answered: DateTime<Utc>,
         deadline: Instant,
     },
-    /// Being added to an operator's bridge.
+    /// Being connected to an operator: first their phone's media is checked (`checked`
+    /// false), then the customer is added to their bridge.
     Connecting {
         answered: DateTime<Utc>,
         deadline: Instant,
         operator: OperatorId,
         bridge: BridgeId,
+        checked: bool,
     },
     Bridged {
         answered: DateTime<Utc>,
@@ -698,7 +700,11 @@ impl Core {
             }
             return false;
         };
-        let bridge = self.sessions[&op].bridge.clone().expect("ready sessions have a bridge");
+        let session = &self.sessions[&op];
+        let bridge = session.bridge.clone().expect("ready sessions have a bridge");
+        let phone = session.channel.clone();
+        // A health check before every bridge: the phone must still be sending audio.
+        let check = !self.cfg.media_check.is_zero();
         self.set_session_state(op, SessionState::Reserved { attempt }, now);
         let leg = self.legs.get_mut(&attempt).expect("checked");
         leg.state = LegState::Connecting {
@@ -706,8 +712,18 @@ impl Core {
             deadline,
             operator: op,
             bridge: bridge.clone(),
+            checked: !check,
         };
         leg.touched = now.at;
+        if check {
+            self.ari(AriOp::RtpReceived { channel: phone }, Report::Outcome);
+        } else {
+            self.add_to_bridge(attempt, bridge);
+        }
+        true
+    }
+
+    fn add_to_bridge(&mut self, attempt: AttemptId, bridge: BridgeId) {
         self.ari(
             AriOp::AddToBridge {
                 bridge,
@@ -715,7 +731,49 @@ impl Core {
             },
             Report::Outcome,
         );
-        true
+    }
+
+    /// The pre-bridge media check of a connecting customer's operator came back.
+    pub(super) fn media_verdict(&mut self, attempt: AttemptId, op: OperatorId, alive: bool, now: Now) {
+        let Some(leg) = self.legs.get_mut(&attempt) else { return };
+        let LegState::Connecting {
+            operator,
+            checked: false,
+            bridge,
+            answered,
+            deadline,
+        } = leg.state.clone()
+        else {
+            return;
+        };
+        if operator != op {
+            return;
+        }
+        if alive {
+            leg.state = LegState::Connecting {
+                answered,
+                deadline,
+                operator,
+                bridge: bridge.clone(),
+                checked: true,
+            };
+            self.add_to_bridge(attempt, bridge);
+            return;
+        }
+        tracing::warn!(attempt.id = %attempt, operator.id = %op, "the operator's phone sends no audio; not bridged");
+        leg.tried.push(op);
+        leg.state = LegState::Waiting { answered, deadline };
+        leg.touched = now.at;
+        if self
+            .sessions
+            .get(&op)
+            .is_some_and(|s| s.state == SessionState::Reserved { attempt })
+        {
+            self.set_session_state(op, SessionState::Ready, now);
+        }
+        if !self.connect_or_wait(attempt, now) && deadline <= now.at {
+            self.abandon(attempt, now);
+        }
     }
 
     /// A preview or single call's customer leg is in Stasis: into the operator's bridge, then
@@ -951,6 +1009,7 @@ impl Core {
                     answered,
                     deadline,
                     bridge: wanted,
+                    checked: true,
                 } = leg.state.clone()
                 else {
                     return;

@@ -131,6 +131,7 @@ impl Core {
                         packets: 0,
                         heard_at: now.at,
                         checked_at: now.at,
+                        asked_at: now.at,
                     },
                 },
             );

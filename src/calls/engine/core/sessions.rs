@@ -85,9 +85,14 @@ pub struct Session {
 /// What the media check saw of the phone.
 #[derive(Debug, Clone, Copy)]
 pub struct Media {
+    /// Packets received, at the last sample.
     pub packets: u64,
+    /// The last sample that showed new packets.
     pub heard_at: Instant,
+    /// The last sample.
     pub checked_at: Instant,
+    /// The last periodic sample asked for.
+    pub asked_at: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +147,7 @@ impl Session {
                 packets: 0,
                 heard_at: now.at,
                 checked_at: now.at,
+                asked_at: now.at,
             },
         }
     }
@@ -179,8 +185,7 @@ impl Session {
             SessionState::WrapUp { until, .. } => Some(*until),
             _ => None,
         };
-        let media =
-            (!cfg.media_check.is_zero() && self.media_checked()).then(|| self.media.checked_at + cfg.media_check);
+        let media = (!cfg.media_check.is_zero() && self.media_checked()).then(|| self.media.asked_at + cfg.media_check);
         state.into_iter().chain(media).min()
     }
 
@@ -491,6 +496,7 @@ impl Core {
                         if let Some(s) = self.sessions.get_mut(&op) {
                             s.media.heard_at = now.at;
                             s.media.checked_at = now.at;
+                            s.media.asked_at = now.at;
                         }
                         self.set_session_state(op, SessionState::Ready, now);
                         self.ari(
@@ -526,12 +532,15 @@ impl Core {
         let Some(session) = self.sessions.get_mut(&op) else {
             return;
         };
-        match result {
+        let previous = session.media;
+        let alive = match result {
             Ok(AriReply::Packets(n)) => {
-                if n > session.media.packets {
+                session.media.checked_at = now.at;
+                if n > previous.packets {
                     session.media.packets = n;
                     session.media.heard_at = now.at;
-                } else if now.at.saturating_duration_since(session.media.heard_at) >= silence {
+                    true
+                } else if now.at.saturating_duration_since(previous.heard_at) >= silence {
                     let secs = silence.as_secs_f64();
                     self.end_session(
                         op,
@@ -539,13 +548,27 @@ impl Core {
                         true,
                         now,
                     );
+                    return;
+                } else {
+                    // Too soon after the last sample to expect a new packet (20 ms apart):
+                    // the last sample's word stands.
+                    now.at.saturating_duration_since(previous.checked_at) < Duration::from_millis(60)
+                        && previous.heard_at == previous.checked_at
                 }
             }
             Err(AriFail::NotFound) => {
                 self.end_session(op, SessionEnd::Dead("the phone's channel is gone".into()), true, now);
+                return;
             }
             // 403: the channel has no RTP (not a SIP phone): the check cannot judge it.
-            Ok(_) | Err(_) => session.media.heard_at = now.at,
+            Ok(_) | Err(_) => {
+                session.media.heard_at = now.at;
+                session.media.checked_at = now.at;
+                true
+            }
+        };
+        if let SessionState::Reserved { attempt } = self.sessions[&op].state {
+            self.media_verdict(attempt, op, alive, now);
         }
     }
 
@@ -747,7 +770,7 @@ impl Core {
                 }
                 _ => {}
             }
-            if !cfg.media_check.is_zero() && s.media_checked() && s.media.checked_at + cfg.media_check <= now.at {
+            if !cfg.media_check.is_zero() && s.media_checked() && s.media.asked_at + cfg.media_check <= now.at {
                 check.push(s.info.id);
             }
         }
@@ -772,7 +795,7 @@ impl Core {
         }
         for op in check {
             let Some(s) = self.sessions.get_mut(&op) else { continue };
-            s.media.checked_at = now.at;
+            s.media.asked_at = now.at;
             let channel = s.channel.clone();
             self.ari(AriOp::RtpReceived { channel }, Report::Outcome);
         }

@@ -753,11 +753,19 @@ fn a_phone_that_stops_sending_audio_is_dead_and_its_customer_goes_to_the_next_op
     }
     let attempt = rig.dial(&s);
     let out = rig.answer(attempt);
-    assert_eq!(added(&out, attempt), Some(bridge1.clone()));
+    assert_eq!(added(&out, attempt), None, "the phone is checked first");
+    assert!(ops(&out).contains(&AriOp::RtpReceived {
+        channel: login_channel(1)
+    }));
+    packets += 5;
+    let out = media(&mut rig, 1, packets);
+    assert_eq!(added(&out, attempt), Some(bridge1.clone()), "it sends audio: bridged");
     rig.bridged_ok(attempt, &bridge1);
     // op1's phone goes silent; op2 is busy with another customer meanwhile.
     let other = rig.dial(&s);
     rig.answer(other);
+    packets += 5;
+    media(&mut rig, 2, packets);
     rig.bridged_ok(other, &bridge2);
     let mut dead = Vec::new();
     for _ in 0..5 {
@@ -779,6 +787,11 @@ fn a_phone_that_stops_sending_audio_is_dead_and_its_customer_goes_to_the_next_op
     rig.hangup(&other.channel(), 16);
     let now = rig.now().wall;
     let out = rig.event(dtmf(&login_channel(2), "#", now));
+    assert!(ops(&out).contains(&AriOp::RtpReceived {
+        channel: login_channel(2)
+    }));
+    packets += 5;
+    let out = media(&mut rig, 2, packets);
     assert_eq!(added(&out, attempt), Some(bridge2.clone()));
     let out = rig.bridged_ok(attempt, &bridge2);
     assert!(writes(&out).iter().any(
@@ -786,6 +799,40 @@ fn a_phone_that_stops_sending_audio_is_dead_and_its_customer_goes_to_the_next_op
     ));
     let out = rig.hangup(&attempt.channel(), 16);
     assert_eq!(finish_of(&out, attempt).unwrap().1.result, Some(AttemptResult::Success));
+}
+
+#[test]
+fn a_phone_that_stopped_sending_audio_a_moment_ago_is_not_bridged_and_the_next_operator_is_tried() {
+    let mut rig = Rig::new(Config::default());
+    rig.up();
+    rig.login(1);
+    let bridge2 = rig.login(2);
+    rig.advance(1000);
+    media(&mut rig, 1, 50);
+    media(&mut rig, 2, 50);
+    let s = spec();
+    let attempt = rig.dial(&s);
+    rig.ms += 400;
+    let out = rig.answer(attempt);
+    assert!(ops(&out).contains(&AriOp::RtpReceived {
+        channel: login_channel(1)
+    }));
+    // op1's phone went silent right after the last periodic check.
+    let out = media(&mut rig, 1, 50);
+    assert_eq!(added(&out, attempt), None, "not bridged into a silent phone");
+    assert!(
+        ops(&out).contains(&AriOp::RtpReceived {
+            channel: login_channel(2)
+        }),
+        "op2 is tried"
+    );
+    assert_eq!(
+        rig.session_state(1),
+        Some(OperatorState::Ready),
+        "op1 is not ended on one sample"
+    );
+    let out = media(&mut rig, 2, 70);
+    assert_eq!(added(&out, attempt), Some(bridge2));
 }
 
 #[test]
