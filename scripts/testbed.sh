@@ -245,17 +245,48 @@ asterisk_cli() {
 
 # ---- SIPp ---------------------------------------------------------------------------------
 
-trunk_pids() { pgrep -f "sipp .*-p $TRUNK_PORT " || true; }
+# The trunk SIPp this script started, if it still runs: the pid in its pid file, checked to be
+# our trunk scenario on our port (a test bed from before pid files: found by that command line).
+trunk_pids() {
+	local pid
+	is_trunk() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "scripts/sipp/trunk-uas.xml -i 127.0.0.1 -p $TRUNK_PORT "; }
+	pid=$(cat "$LOG_DIR/trunk.pid" 2>/dev/null || true)
+	if [ -n "$pid" ] && is_trunk "$pid"; then
+		echo "$pid"
+		return 0
+	fi
+	for pid in $(pgrep -x sipp 2>/dev/null); do
+		if is_trunk "$pid"; then
+			echo "$pid" >"$LOG_DIR/trunk.pid"
+			echo "$pid"
+			return 0
+		fi
+	done
+	return 0
+}
+
+trunk_sum() {
+	sha256sum "$REPO/scripts/sipp/trunk-uas.xml" | cut -d' ' -f1
+}
 
 trunk_start() {
 	apt_install sip-tester
-	[ -n "$(trunk_pids)" ] && return 0
 	mkdir -p "$LOG_DIR"
+	if [ -n "$(trunk_pids)" ]; then
+		# A trunk started from an older scenario is restarted (it is the test bed's own).
+		[ "$(cat "$LOG_DIR/trunk.sum" 2>/dev/null)" = "$(trunk_sum)" ] && return 0
+		say "the trunk scenario changed; restarting the SIPp trunk"
+		trunk_stop
+		sleep 0.5
+	fi
 	say "starting the SIPp trunk on 127.0.0.1:$TRUNK_PORT"
+	trunk_sum >"$LOG_DIR/trunk.sum"
 	# With -bg SIPp forks and its parent exits 99, so success is judged by the process.
 	(cd "$LOG_DIR" && sipp -sf "$REPO/scripts/sipp/trunk-uas.xml" -i 127.0.0.1 -p $TRUNK_PORT \
-		-mi 127.0.0.1 -mp 16000 -bg -nostdin -trace_err -error_file "$LOG_DIR/trunk-errors.log" \
+		-mi 127.0.0.1 -mp 16000 -key audio_port 16000 -bg -nostdin -trace_err -error_file "$LOG_DIR/trunk-errors.log" \
 		>"$LOG_DIR/trunk.out" 2>&1) || true
+	# sipp -bg prints the background process's pid.
+	grep -oE 'PID=\[[0-9]+\]' "$LOG_DIR/trunk.out" | grep -oE '[0-9]+' >"$LOG_DIR/trunk.pid" || true
 	for _ in $(seq 1 20); do
 		[ -n "$(trunk_pids)" ] && return 0
 		sleep 0.1

@@ -76,7 +76,9 @@ async fn wait_settled(server: &Server, campaign: &str, limit: Duration, keep_sch
     }
 }
 
+#[derive(Debug)]
 struct AttemptRow {
+    id: String,
     phone: String,
     status: String,
     result: Option<String>,
@@ -89,7 +91,7 @@ struct AttemptRow {
 
 async fn attempts_by_phone(server: &Server) -> HashMap<String, Vec<AttemptRow>> {
     let rows = sqlx::query(
-        "SELECT phone_e164, status, result, operator_id, created_at, answered_at, bridged_at, ended_at
+        "SELECT id::text, phone_e164, status, result, operator_id, created_at, answered_at, bridged_at, ended_at
          FROM attempts ORDER BY created_at",
     )
     .fetch_all(&server.pool)
@@ -98,6 +100,7 @@ async fn attempts_by_phone(server: &Server) -> HashMap<String, Vec<AttemptRow>> 
     let mut map: HashMap<String, Vec<AttemptRow>> = HashMap::new();
     for r in rows {
         let a = AttemptRow {
+            id: r.get("id"),
             phone: r.get("phone_e164"),
             status: r.get("status"),
             result: r.get("result"),
@@ -388,6 +391,57 @@ async fn with_one_operator_surplus_answers_are_abandoned_after_the_connect_limit
         }
         assert!(tokio::time::Instant::now() < deadline, "campaign not finished: {c}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_abandon_message_reaches_the_customer_within_the_connect_limit_measured_at_the_far_end() {
+    let _serial = SERIAL.lock().await;
+    let far = common::farend::FarEnd::start("abandon");
+    let server = Server::start("obzvon").await;
+    let (_, _phone) = logged_in(&server, "Solo", 3).await;
+    // One operator, five calls at once: the first talks, the others answer one to two seconds
+    // later and nobody is free for them.
+    let csv = format!(
+        "phone\n{}\n{}\n{}\n{}\n{}\n",
+        number(1, 0, 15),
+        number(1, 1, 6),
+        number(1, 1, 6),
+        number(1, 2, 6),
+        number(1, 2, 6)
+    );
+    let limit_ms = 2000;
+    let id = server
+        .running_campaign(
+            campaign_body(
+                "abandon timing",
+                json!({"trunk": common::farend::TRUNK, "pacing": {"mode": "progressive", "ratio": 5.0},
+                       "connect_limit_ms": limit_ms, "retry_delays_secs": {}, "max_abandon_rate": 1.0}),
+            ),
+            csv,
+        )
+        .await;
+    wait_settled(&server, &id, Duration::from_secs(40), 0).await;
+    let attempts: Vec<AttemptRow> = attempts_by_phone(&server).await.into_values().flatten().collect();
+    let calls = far.calls();
+    let mut heard_after = Vec::new();
+    for a in attempts.iter().filter(|a| a.result.as_deref() == Some("abandoned")) {
+        let call = calls
+            .iter()
+            .find(|c| c.attempt.as_deref() == Some(a.id.as_str()))
+            .unwrap_or_else(|| panic!("the far end saw {a:?}"));
+        let answered = call.answered_at.expect("the customer answered");
+        let heard = far.first_audio(call).expect("the customer heard the message");
+        heard_after.push((heard - answered).num_milliseconds());
+    }
+    eprintln!("abandon message heard after the answer (ms, far end): {heard_after:?}");
+    assert_eq!(heard_after.len(), 4, "four abandoned: {attempts:?}");
+    for ms in heard_after {
+        assert!(
+            (0..limit_ms).contains(&ms),
+            "the message started {ms} ms after the answer"
+        );
     }
     server.stop().await;
 }

@@ -5,8 +5,10 @@
 //! answered call (a BYE the far end sent is the customer's; one it received is the dialer's).
 
 use std::collections::HashMap;
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -19,6 +21,8 @@ const PORT: u16 = 5090;
 pub struct FarEnd {
     child: Child,
     pub log: PathBuf,
+    /// When the first RTP packet arrived from each of Asterisk's RTP ports.
+    first_audio: Arc<Mutex<HashMap<u16, DateTime<Utc>>>>,
 }
 
 /// One call as the far end saw it.
@@ -40,6 +44,18 @@ impl FarEnd {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("messages.log");
         let _ = std::fs::remove_file(&log);
+        // The customers' audio comes here: the first packet of each call is the first thing
+        // that customer hears.
+        let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let audio_port = audio.local_addr().unwrap().port().to_string();
+        let first_audio = Arc::new(Mutex::new(HashMap::new()));
+        let seen = first_audio.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, from)) = audio.recv_from(&mut buf) {
+                seen.lock().unwrap().entry(from.port()).or_insert_with(Utc::now);
+            }
+        });
         let child = Command::new("sipp")
             .args(["-sf", repo_path("scripts/sipp/trunk-uas.xml").to_str().unwrap()])
             .args([
@@ -52,6 +68,7 @@ impl FarEnd {
                 "-mp",
                 "16900",
             ])
+            .args(["-key", "audio_port", &audio_port])
             .args(["-nostdin", "-trace_msg", "-message_file", log.to_str().unwrap()])
             .current_dir(&dir)
             .stdout(Stdio::null())
@@ -59,7 +76,17 @@ impl FarEnd {
             .spawn()
             .expect("sipp (Debian package sip-tester)");
         std::thread::sleep(Duration::from_millis(300));
-        FarEnd { child, log }
+        FarEnd {
+            child,
+            log,
+            first_audio,
+        }
+    }
+
+    /// When the customer of `call` first heard audio from Asterisk.
+    pub fn first_audio(&self, call: &FarCall) -> Option<DateTime<Utc>> {
+        let port = call.rtp_port?;
+        self.first_audio.lock().unwrap().get(&port).copied()
     }
 
     /// Every call in the log so far, by Call-ID.
