@@ -20,7 +20,7 @@ use crate::api::{self, ApiState};
 use crate::ari::{self, AriClient, ConnectionState};
 use crate::calls::engine::{self, EngineExit};
 use crate::calls::place::Placer;
-use crate::config::Settings;
+use crate::config::{AriMode, Settings};
 use crate::db;
 use crate::dialer::scheduler::Scheduler;
 use crate::events::relay::Relay;
@@ -31,6 +31,8 @@ pub struct App {
     settings: Settings,
     pool: PgPool,
     ari: AriClient,
+    /// Outbound ARI mode: where Asterisk connects its websocket.
+    ari_listener: Option<TcpListener>,
     listener: TcpListener,
     ops_listener: Option<TcpListener>,
     cancel: CancellationToken,
@@ -73,6 +75,13 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let ari_listener = match settings.ari.mode {
+            AriMode::Inbound => None,
+            AriMode::Outbound => {
+                let addr = settings.ari.outbound_listen;
+                Some(bind_reusable(addr).map_err(|source| StartError::Bind { addr, source })?)
+            }
+        };
         let ops_listener = match settings.http.ops_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -85,6 +94,7 @@ impl App {
             settings,
             pool,
             ari,
+            ari_listener,
             listener,
             ops_listener,
             cancel: CancellationToken::new(),
@@ -110,6 +120,7 @@ impl App {
             settings,
             pool,
             ari,
+            ari_listener,
             listener,
             ops_listener,
             cancel,
@@ -117,7 +128,16 @@ impl App {
         // `cancel` asks the process to stop: claiming stops at once and the engine drains.
         // `stop` ends everything else (the websocket, HTTP, the relay) once the engine is done.
         let stop = CancellationToken::new();
-        let (stream, ws_task) = ari::ws::spawn(ari.clone(), settings.ari_stream(), stop.child_token());
+        let (stream, ws_task) = match ari_listener {
+            None => ari::ws::spawn(ari.clone(), settings.ari_stream(), stop.child_token()),
+            Some(listener) => {
+                let expected = ari::ws::Expected {
+                    username: settings.ari.outbound_username.clone(),
+                    password: settings.ari.outbound_password.clone(),
+                };
+                ari::ws::spawn_outbound(listener, expected, settings.ari_stream(), stop.child_token())
+            }
+        };
         let ari_state = stream.state.clone();
         let (engine, mut engine_task) = engine::spawn(
             pool.clone(),
@@ -245,6 +265,19 @@ impl App {
             }
         }
     }
+}
+
+/// A listener a new process can bind while the old one still holds it (a rolling restart in
+/// outbound mode: Asterisk's next connection reaches whichever process listens).
+fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(64)
 }
 
 async fn named<F>(name: &'static str, task: F) -> (&'static str, anyhow::Result<()>)

@@ -96,6 +96,15 @@ pub struct AriSettings {
     pub password: SecretString,
     /// The Stasis application name the dialplan and originates use.
     pub app: String,
+    /// `inbound`: obzvon connects to Asterisk's event websocket. `outbound`: Asterisk connects
+    /// to obzvon (an ARI outbound websocket with `connection_type = persistent`), which keeps
+    /// the application registered and its events queued while obzvon restarts.
+    pub mode: AriMode,
+    /// Outbound mode: where obzvon waits for Asterisk's websocket.
+    pub outbound_listen: SocketAddr,
+    /// Outbound mode: the credentials Asterisk presents (websocket_client.conf).
+    pub outbound_username: String,
+    pub outbound_password: SecretString,
     pub ping_interval_secs: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -103,6 +112,13 @@ pub struct AriSettings {
     /// passed on twice, and of events swapped with the next one. Always 0 in production.
     pub fault_duplicate_percent: f64,
     pub fault_reorder_percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AriMode {
+    Inbound,
+    Outbound,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +186,10 @@ fn defaults() -> serde_json::Value {
             "username": "obzvon",
             "password": "obzvon",
             "app": "obzvon",
+            "mode": "inbound",
+            "outbound_listen": "127.0.0.1:8765",
+            "outbound_username": "asterisk",
+            "outbound_password": "asterisk",
             "ping_interval_secs": 10,
             "reconnect_min_ms": 200,
             "reconnect_max_ms": 10000,

@@ -168,6 +168,20 @@ fn far_end_agrees(far: &FarEnd, attempts: &[Attempt]) {
     }
 }
 
+#[test]
+fn the_far_ends_log_parses_into_calls() {
+    let log = "----------------------------------------------- 2026-12-01 22:36:34.271081\n\
+UDP message received [969] bytes :\n\nINVITE sip:+7@127.0.0.1:5090 SIP/2.0\nCall-ID: c1\nCSeq: 1 INVITE\nX-Obzvon-Attempt: a1\n\nm=audio 24860 RTP/AVP 0\n\n\
+----------------------------------------------- 2026-12-01 22:36:35.282394\nUDP message sent (613 bytes):\n\nSIP/2.0 200 OK\nCall-ID: c1\nCSeq: 1 INVITE\n\n\
+----------------------------------------------- 2026-12-01 22:36:37.000000\nUDP message received [400] bytes :\n\nBYE sip:x SIP/2.0\nCall-ID: c1\nCSeq: 2 BYE\n";
+    let calls = common::farend::parse(log);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].attempt.as_deref(), Some("a1"));
+    assert_eq!(calls[0].rtp_port, Some(24860));
+    assert!(calls[0].answered_at.is_some());
+    assert_eq!(calls[0].bye.map(|b| b.1), Some(false), "the dialer hung up");
+}
+
 #[tokio::test]
 async fn after_kill_9_a_restarted_obzvon_adopts_every_live_call_and_session() {
     let _serial = SERIAL.lock().await;
@@ -451,6 +465,93 @@ async fn calls_go_on_and_are_bridged_through_a_thirty_second_database_outage() {
         assert_eq!(steps.last().map(String::as_str), Some("completed"), "{steps:?}");
     }
     far_end_agrees(&bed.far, &done);
+}
+
+/// A customer who answers while obzvon is down (killed, being restarted): with the inbound
+/// websocket Asterisk finds no application to hand the call to and hangs the customer up;
+/// with the persistent outbound websocket the application stays registered, the customer
+/// waits in it and is connected when obzvon is back. Both are measured at the far end.
+#[tokio::test]
+async fn a_customer_who_answers_while_obzvon_restarts_is_connected_with_the_persistent_outbound_websocket() {
+    let _serial = SERIAL.lock().await;
+    let gap = Duration::from_millis(4500);
+    let mut heard = Vec::new();
+    for outbound in [false, true] {
+        let bed = bed(if outbound { "outbound" } else { "inbound" }).await;
+        let env: Vec<(&str, String)> = if outbound {
+            vec![
+                ("OBZVON_ARI__APP", "obzvon-persistent".into()),
+                ("OBZVON_ARI__MODE", "outbound".into()),
+                ("OBZVON_ARI__OUTBOUND_LISTEN", "127.0.0.1:8765".into()),
+            ]
+        } else {
+            vec![]
+        };
+        let instance = if outbound { "faults-outbound" } else { "faults-inbound" };
+        let mut obzvon = Obzvon::start(&bed.db, instance, &env).await;
+        // A phone rung over REST: any application name works.
+        let (_, _phone) = obzvon.logged_in("op5", 5).await;
+        let customer = unique(1, 3, 4);
+        campaign(
+            &obzvon,
+            std::slice::from_ref(&customer),
+            json!({"connect_limit_ms": 8000}),
+        )
+        .await;
+        wait_attempts(&bed.pool, "the customer ringing", Duration::from_secs(10), |a| {
+            a.iter().any(|a| a.status == "ringing")
+        })
+        .await;
+        obzvon.kill9();
+        // The customer answers about three seconds into this.
+        tokio::time::sleep(gap).await;
+        obzvon.spawn();
+        obzvon.ready(Duration::from_secs(30)).await;
+        let done = wait_attempts(&bed.pool, "the call ended", Duration::from_secs(40), |a| {
+            a.iter().all(|a| !live(a))
+        })
+        .await;
+        let a = &done[0];
+        let far = bed.far.calls();
+        let call = far
+            .iter()
+            .find(|c| c.attempt.as_deref() == Some(&a.id.to_string()))
+            .expect("dialled");
+        let answered = call.answered_at.expect("answered");
+        let (bye_at, customer_hung_up) = call.bye.expect("ended with a BYE");
+        let held = (bye_at - answered).num_milliseconds();
+        heard.push(format!(
+            "{}: result {:?}, the call lasted {held} ms after the answer, ended by {}",
+            if outbound {
+                "persistent outbound websocket"
+            } else {
+                "inbound websocket"
+            },
+            a.result,
+            if customer_hung_up { "the customer" } else { "Asterisk" }
+        ));
+        if outbound {
+            assert_eq!(
+                a.result.as_deref(),
+                Some("success"),
+                "{a:#?}
+{}",
+                obzvon.log_tail(30)
+            );
+            assert!(a.bridged_at.is_some());
+            assert!(customer_hung_up && held >= 4000, "talked to the end: {call:?}");
+        } else {
+            assert!(!customer_hung_up && held < 1000, "Asterisk hung up at once: {call:?}");
+            // Recorded as ended while obzvon was away; the CDR (in a deployment's own
+            // database, not this test's) would tell it was answered: abandoned.
+            assert!(matches!(a.result.as_deref(), Some("failed" | "abandoned")), "{a:#?}");
+        }
+    }
+    eprintln!(
+        "a customer answering {} ms into a restart:\n  {}",
+        gap.as_millis(),
+        heard.join("\n  ")
+    );
 }
 
 // ---- the fault suite: a whole campaign through every fault ------------------------------------

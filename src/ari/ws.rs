@@ -308,6 +308,143 @@ impl Drop for Forwarder<'_> {
     }
 }
 
+/// What Asterisk must present when it connects to us (outbound websocket mode).
+#[derive(Clone)]
+pub struct Expected {
+    pub username: String,
+    pub password: secrecy::SecretString,
+}
+
+/// The event stream in outbound mode: Asterisk connects to `listener` (ARI outbound websocket,
+/// `connection_type = persistent` in its websocket_client.conf). The Stasis application then
+/// stays registered in Asterisk while obzvon is away, so a customer who answers during a
+/// restart enters the application instead of being hung up, and the events wait in Asterisk
+/// until it connects again. REST still goes over HTTP. A new connection replaces the current
+/// one (Asterisk reconnects when it thinks the old one is dead).
+pub fn spawn_outbound(
+    listener: tokio::net::TcpListener,
+    expected: Expected,
+    settings: StreamSettings,
+    cancel: CancellationToken,
+) -> (EventStream, JoinHandle<()>) {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (state_tx, state) = watch::channel(ConnectionState::Connecting);
+    let stats = Arc::new(StreamStats::default());
+    let task = tokio::spawn(run_outbound(
+        listener,
+        expected,
+        settings,
+        events_tx,
+        state_tx,
+        stats.clone(),
+        cancel,
+    ));
+    (EventStream { events, state, stats }, task)
+}
+
+async fn run_outbound(
+    listener: tokio::net::TcpListener,
+    expected: Expected,
+    settings: StreamSettings,
+    events: mpsc::UnboundedSender<Event>,
+    state: watch::Sender<ConnectionState>,
+    stats: Arc<StreamStats>,
+    cancel: CancellationToken,
+) {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(addr, "waiting for Asterisk's outbound ARI websocket");
+    let mut next = None;
+    loop {
+        let stream = match next.take() {
+            Some(s) => s,
+            None => tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting Asterisk's websocket failed");
+                        continue;
+                    }
+                },
+            },
+        };
+        let socket = match tokio::time::timeout(Duration::from_secs(5), accept(stream, &expected)).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Asterisk's websocket handshake refused");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let session = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(addr, "Asterisk connected its ARI websocket");
+        state.send_replace(ConnectionState::Connected {
+            since: Utc::now(),
+            session,
+        });
+        // One connection at a time; a new one means Asterisk gave up on this one.
+        let reason = tokio::select! {
+            reason = read_session(socket, &events, &stats, settings.ping_interval, settings.chaos, &cancel) => reason,
+            accepted = listener.accept() => {
+                if let Ok((s, _)) = accepted {
+                    next = Some(s);
+                }
+                "Asterisk opened a new connection".to_owned()
+            }
+        };
+        stats.disconnects.fetch_add(1, Ordering::Relaxed);
+        if cancel.is_cancelled() {
+            return;
+        }
+        tracing::warn!(%reason, "Asterisk's ARI websocket ended; waiting for it to connect again");
+        state.send_replace(ConnectionState::Disconnected {
+            since: Utc::now(),
+            reason,
+            failed_attempts: 0,
+        });
+    }
+}
+
+/// The server side of the handshake: Asterisk's credentials checked, its `ari` subprotocol
+/// echoed, nothing else offered (Asterisk refuses extensions such as compression).
+#[expect(
+    clippy::result_large_err,
+    reason = "tungstenite's handshake callback returns its HTTP error answer"
+)]
+async fn accept(
+    stream: tokio::net::TcpStream,
+    expected: &Expected,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, WsError> {
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            expected.username,
+            expected.password.expose_secret()
+        ))
+    );
+    fn verdict(req: &Request, mut resp: Response, want: &str) -> Result<Response, ErrorResponse> {
+        let given = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(want) {
+            let mut refused = ErrorResponse::new(Some("wrong credentials".to_owned()));
+            *refused.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+            return Err(refused);
+        }
+        let offers_ari = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "ari"));
+        if offers_ari {
+            resp.headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static("ari"));
+        }
+        Ok(resp)
+    }
+    tokio_tungstenite::accept_hdr_async(stream, move |req: &Request, resp: Response| verdict(req, resp, &want)).await
+}
+
 /// Full-jitter exponential backoff: a random delay in `[min, min(max, min·2^attempt)]`.
 pub fn backoff_delay(attempt: u32, min: Duration, max: Duration, rng: &mut impl Rng) -> Duration {
     let ceiling = min

@@ -152,20 +152,3 @@ pub fn parse(text: &str) -> Vec<FarCall> {
     }
     order.into_iter().filter_map(|id| calls.remove(&id)).collect()
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_log_parses_into_calls() {
-        let log = "----------------------------------------------- 2026-12-01 22:36:34.271081\n\
-UDP message received [969] bytes :\n\nINVITE sip:+7@127.0.0.1:5090 SIP/2.0\nCall-ID: c1\nCSeq: 1 INVITE\nX-Obzvon-Attempt: a1\n\nm=audio 24860 RTP/AVP 0\n\n\
------------------------------------------------ 2026-12-01 22:36:35.282394\nUDP message sent (613 bytes):\n\nSIP/2.0 200 OK\nCall-ID: c1\nCSeq: 1 INVITE\n\n\
------------------------------------------------ 2026-12-01 22:36:37.000000\nUDP message received [400] bytes :\n\nBYE sip:x SIP/2.0\nCall-ID: c1\nCSeq: 2 BYE\n";
-        let calls = super::parse(log);
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].attempt.as_deref(), Some("a1"));
-        assert_eq!(calls[0].rtp_port, Some(24860));
-        assert!(calls[0].answered_at.is_some());
-        assert_eq!(calls[0].bye.map(|b| b.1), Some(false), "the dialer hung up");
-    }
-}
