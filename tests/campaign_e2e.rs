@@ -447,6 +447,75 @@ async fn the_abandon_message_reaches_the_customer_within_the_connect_limit_measu
 }
 
 #[tokio::test]
+async fn nothing_is_dialled_without_an_operator_and_ringing_calls_end_when_the_last_one_leaves() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let id = server
+        .running_campaign(
+            campaign_body("nobody", json!({"dial_timeout_secs": 20})),
+            format!("phone\n{}\n{}\n", number(3, 0, 0), number(3, 0, 0)),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dialled: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE dialed_at IS NOT NULL")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(dialled, 0, "no operator logged in: nothing dialled");
+    // An operator logs in: both leads ring (they never answer); the operator leaves.
+    let (op, mut phone) = logged_in(&server, "Brief", 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ringing: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE status = 'ringing'")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+        if ringing >= 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing rang");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    phone.kill();
+    let op2 = op.clone();
+    server
+        .wait_operators("the operator left", Duration::from_secs(12), move |ops| {
+            ops.iter().any(|o| o["id"] == op2.as_str() && o["state"] == "offline")
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, (SELECT reason FROM attempt_transitions t WHERE t.attempt_id = a.id ORDER BY id DESC LIMIT 1) FROM attempts a WHERE dialed_at IS NOT NULL")
+                .fetch_all(&server.pool)
+                .await
+                .unwrap();
+        if !rows.is_empty() && rows.iter().all(|(s, _)| s == "canceled") {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ringing calls not ended: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        ended
+            .iter()
+            .all(|(_, r)| r.as_deref().is_some_and(|r| r.contains("no operator"))),
+        "{ended:?}"
+    );
+    let counts = lead_counts(&server, &id).await;
+    assert_eq!(
+        counts.get("pending").copied().unwrap_or(0),
+        2,
+        "both leads wait for an operator: {counts:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn pause_stops_new_dials_while_live_calls_finish_and_stop_cancels_pending_leads() {
     let _serial = SERIAL.lock().await;
     require_trunk();

@@ -169,6 +169,53 @@ async fn busy_and_no_answer_put_the_operator_back_to_ready_with_the_right_result
     server.stop().await;
 }
 
+/// Single calls on a campaign's lead count like the campaign's own attempts: with
+/// `max_attempts` 2, the second busy call exhausts the lead (it used to count as attempt 1
+/// every time, so such a lead never reached `exhausted`).
+#[tokio::test]
+async fn single_calls_on_a_campaign_lead_count_its_attempts_until_it_is_exhausted() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon-test-c2c6").await;
+    let (op, _phone) = server.logged_in("Zoya", 4).await;
+    let c = server
+        .post(
+            "/campaigns",
+            json!({"name": "counted", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
+                   "max_attempts": 2, "retry_delays_secs": {"busy": 1}}),
+        )
+        .await;
+    let campaign = c["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post_csv(
+            &format!("/campaigns/{campaign}/leads"),
+            format!("phone\n{}\n", number(2, 0, 0)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let leads = server.get(&format!("/campaigns/{campaign}/leads")).await;
+    let lead = leads[0]["id"].as_str().unwrap().to_owned();
+    for round in 1..=2 {
+        let call = server
+            .post(
+                "/calls",
+                json!({"operator_id": op, "lead_id": lead, "campaign_id": campaign}),
+            )
+            .await;
+        let id = call["id"].as_str().unwrap().to_owned();
+        wait_attempt(&server, &id, "busy", Duration::from_secs(15), |a| {
+            a["status"] == "failed"
+        })
+        .await;
+        wait_operator_state(&server, &op, "ready").await;
+        let l = server.get(&format!("/leads/{lead}")).await;
+        assert_eq!(l["attempts_count"], round, "{l}");
+        let want = if round == 1 { "scheduled" } else { "exhausted" };
+        assert_eq!(l["state"], want, "after call {round}: {l}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn cancel_while_ringing_hangs_up_the_customer() {
     let _serial = SERIAL.lock().await;
