@@ -17,12 +17,10 @@ use common::contracts::Contracts;
 use common::*;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use secrecy::ExposeSecret;
+use lapin::{BasicProperties, Channel};
 use serde_json::{json, Value};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -105,58 +103,10 @@ impl Seen {
     }
 }
 
-async fn broker() -> (Connection, Channel) {
-    let settings = settings();
-    let amqp = Connection::connect(settings.amqp.url.expose_secret(), ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ does not answer ({e}); start it with `scripts/testbed.sh up`"));
-    let channel = amqp.create_channel().await.unwrap();
-    (amqp, channel)
-}
-
 /// A queue bound to every event of the exchange; `durable` ones survive a broker restart.
 async fn bind_all(channel: &Channel, durable_name: Option<&str>) -> lapin::Consumer {
-    let exchange = settings().amqp.events_exchange;
-    channel
-        .exchange_declare(
-            exchange.as_str(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let options = match durable_name {
-        Some(_) => QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        None => QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-    };
-    if let Some(name) = durable_name {
-        channel.queue_delete(name, QueueDeleteOptions::default()).await.unwrap();
-    }
-    let queue = channel
-        .queue_declare(durable_name.unwrap_or(""), options, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().as_str(),
-            exchange.as_str(),
-            "#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    consume(channel, queue.name().as_str()).await
+    let queue = bind_events_queue(channel, durable_name).await;
+    consume(channel, &queue).await
 }
 
 /// Reads `queue` without acknowledgements.

@@ -665,54 +665,15 @@ async fn login_all(obzvon: &Obzvon, ops: &[String], which: &[usize]) -> Vec<(usi
 /// One round: a campaign of `leads` leads through the given faults, at random moments; then
 /// every check.
 async fn fault_round(leads: usize, faults: &[Fault]) -> Round {
-    use lapin::options::{
-        BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    };
-    use lapin::types::FieldTable;
-    use lapin::{Connection, ConnectionProperties, ExchangeKind};
-    use secrecy::ExposeSecret;
+    use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 
     let started = Instant::now();
     let bed = bed("suite").await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     // Every event the relay publishes lands here too.
-    let settings = settings();
-    let amqp = Connection::connect(settings.amqp.url.expose_secret(), ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ (scripts/testbed.sh up starts it)");
-    let channel = amqp.create_channel().await.unwrap();
-    let exchange = settings.amqp.events_exchange.clone();
     let queue = format!("faults-{}", bed.db.name);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.as_str(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_declare(queue.as_str(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str(),
-            exchange.as_str(),
-            "#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (amqp, channel) = broker().await;
+    bind_events_queue(&channel, Some(&queue)).await;
     drop(channel);
     amqp.close(0, "").await.ok();
 
@@ -903,10 +864,7 @@ async fn fault_round(leads: usize, faults: &[Fault]) -> Round {
         .into_iter()
         .map(|id| id.to_string())
         .collect();
-    let amqp = Connection::connect(settings.amqp.url.expose_secret(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = amqp.create_channel().await.unwrap();
+    let (_amqp, channel) = broker().await;
     let mut received = HashSet::new();
     while let Some(m) = channel
         .basic_get(queue.as_str(), BasicGetOptions { no_ack: true })

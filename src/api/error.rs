@@ -60,11 +60,7 @@ impl ApiError {
     /// What the client is told. An internal error is logged here, once, and never shown.
     pub fn client_message(&self) -> String {
         match self {
-            ApiError::Invalid(fields) => fields
-                .iter()
-                .map(|f| format!("{}: {}", f.field, f.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            ApiError::Invalid(fields) => FieldError::join(fields),
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "request failed");
                 "internal error; see the obzvon log".to_owned()

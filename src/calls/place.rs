@@ -205,11 +205,7 @@ impl PlaceError {
     /// What the requester is told; an internal error is logged here and not shown.
     pub fn message(&self) -> String {
         match self {
-            PlaceError::Invalid(fields) => fields
-                .iter()
-                .map(|f| format!("{}: {}", f.field, f.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            PlaceError::Invalid(fields) => FieldError::join(fields),
             PlaceError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "call request failed");
                 "internal error; see the obzvon log".to_owned()

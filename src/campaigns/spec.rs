@@ -171,6 +171,15 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// "field: problem; field: problem", for a one-line answer.
+    pub fn join(fields: &[FieldError]) -> String {
+        fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Keys an operator phone uses outside dispositions (see operators::session).

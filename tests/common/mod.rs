@@ -158,6 +158,68 @@ impl Events {
     }
 }
 
+/// A connection and a channel to the test bed's RabbitMQ.
+pub async fn broker() -> (lapin::Connection, lapin::Channel) {
+    let settings = settings();
+    let amqp = lapin::Connection::connect(
+        settings.amqp.url.expose_secret(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("RabbitMQ does not answer ({e}); start it with `scripts/testbed.sh up`"));
+    let channel = amqp.create_channel().await.unwrap();
+    (amqp, channel)
+}
+
+/// A queue bound to every event of obzvon's exchange (declared here too, so events published
+/// before obzvon's relay first connects are not dropped): named and durable (emptied first),
+/// or exclusive to this channel. Returns its name.
+pub async fn bind_events_queue(channel: &lapin::Channel, durable_name: Option<&str>) -> String {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    let exchange = settings().amqp.events_exchange;
+    channel
+        .exchange_declare(
+            exchange.as_str(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let options = match durable_name {
+        Some(name) => {
+            channel.queue_delete(name, QueueDeleteOptions::default()).await.unwrap();
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            }
+        }
+        None => QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    };
+    let queue = channel
+        .queue_declare(durable_name.unwrap_or(""), options, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().as_str(),
+            exchange.as_str(),
+            "#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue.name().to_string()
+}
+
 /// `rabbitmqctl ACTION` (stop_app, start_app: a broker outage for the tests that need one).
 pub fn rabbitmqctl(action: &str) {
     let out = Command::new("rabbitmqctl")

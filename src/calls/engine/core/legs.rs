@@ -761,6 +761,17 @@ impl Core {
             return;
         }
         tracing::warn!(attempt.id = %attempt, operator.id = %op, "the operator's phone sends no audio; not bridged");
+        self.connection_failed(attempt, op, now);
+    }
+
+    /// A connection of a waiting customer to `op` did not happen: the customer waits again
+    /// (for someone else), `op` is free again if it was held for them, the next operator is
+    /// tried, and past the deadline the customer hears the message.
+    pub(super) fn connection_failed(&mut self, attempt: AttemptId, op: OperatorId, now: Now) {
+        let Some(leg) = self.legs.get_mut(&attempt) else { return };
+        let LegState::Connecting { answered, deadline, .. } = leg.state else {
+            return;
+        };
         leg.tried.push(op);
         leg.state = LegState::Waiting { answered, deadline };
         leg.touched = now.at;
@@ -1006,10 +1017,9 @@ impl Core {
                 let leg = &self.legs[&attempt];
                 let LegState::Connecting {
                     operator,
-                    answered,
-                    deadline,
                     bridge: wanted,
                     checked: true,
+                    ..
                 } = leg.state.clone()
                 else {
                     return;
@@ -1021,19 +1031,7 @@ impl Core {
                     Ok(_) => self.bridged(attempt, operator, bridge, now),
                     Err(fail) => {
                         tracing::warn!(attempt.id = %attempt, operator.id = %operator, error = %fail, "could not bridge the customer");
-                        let leg = self.legs.get_mut(&attempt).expect("present");
-                        leg.tried.push(operator);
-                        leg.state = LegState::Waiting { answered, deadline };
-                        if self
-                            .sessions
-                            .get(&operator)
-                            .is_some_and(|s| s.state == SessionState::Reserved { attempt })
-                        {
-                            self.set_session_state(operator, SessionState::Ready, now);
-                        }
-                        if !self.connect_or_wait(attempt, now) && deadline <= now.at {
-                            self.abandon(attempt, now);
-                        }
+                        self.connection_failed(attempt, operator, now);
                     }
                 }
             }

@@ -882,15 +882,7 @@ impl Core {
         let Some(leg) = self.legs.get(&attempt) else { return };
         let dead = matches!(how, SessionEnd::Dead(_));
         match (leg.state.clone(), leg.operator.is_some()) {
-            (LegState::Connecting { answered, deadline, .. }, false) => {
-                let leg = self.legs.get_mut(&attempt).expect("present");
-                leg.tried.push(op);
-                leg.state = LegState::Waiting { answered, deadline };
-                leg.touched = now.at;
-                if !self.connect_or_wait(attempt, now) && deadline <= now.at {
-                    self.abandon(attempt, now);
-                }
-            }
+            (LegState::Connecting { .. }, false) => self.connection_failed(attempt, op, now),
             (
                 LegState::Bridged {
                     answered, recording, ..

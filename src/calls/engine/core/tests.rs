@@ -189,6 +189,14 @@ impl Rig {
         })
     }
 
+    /// A campaign call answered and bridged into `bridge` (media check off).
+    fn talking(&mut self, spec: &Arc<CampaignSpec>, bridge: &BridgeId) -> AttemptId {
+        let attempt = self.dial(spec);
+        self.answer(attempt);
+        self.bridged_ok(attempt, bridge);
+        attempt
+    }
+
     fn session_state(&self, n: usize) -> Option<OperatorState> {
         let id = self.op(n).id;
         self.core.sessions().find(|s| s.info.id == id).map(|s| s.wire_state())
@@ -442,9 +450,7 @@ fn an_answered_customer_with_nobody_free_hears_the_message_within_the_connect_li
     let bridge = rig.login(1);
     let s = spec();
     // The operator is busy with a first customer.
-    let first = rig.dial(&s);
-    rig.answer(first);
-    rig.bridged_ok(first, &bridge);
+    rig.talking(&s, &bridge);
     let second = rig.dial(&s);
     let answered_at = rig.now().at;
     let out = rig.answer(second);
@@ -482,9 +488,7 @@ fn a_customer_who_hangs_up_before_the_limit_is_an_early_hang_up_not_an_abandon()
     rig.up();
     let bridge = rig.login(1);
     let s = spec();
-    let busy = rig.dial(&s);
-    rig.answer(busy);
-    rig.bridged_ok(busy, &bridge);
+    let busy = rig.talking(&s, &bridge);
     let quick = rig.dial(&s);
     rig.answer(quick);
     rig.ms += 300;
@@ -521,9 +525,7 @@ fn a_waiting_customer_goes_to_the_first_operator_who_becomes_ready() {
     }));
     let bridge2 = rig.login(2);
     let s = spec();
-    let talking = rig.dial(&s);
-    rig.answer(talking);
-    rig.bridged_ok(talking, &bridge2);
+    let talking = rig.talking(&s, &bridge2);
     let waiting = rig.dial(&s);
     rig.answer(waiting);
     rig.ms += 200;
@@ -675,9 +677,7 @@ fn phone_keys_pause_hang_up_and_set_dispositions() {
     rig.event(dtmf(&ch, "0", now));
     assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
     let s = spec();
-    let attempt = rig.dial(&s);
-    rig.answer(attempt);
-    rig.bridged_ok(attempt, &bridge);
+    let attempt = rig.talking(&s, &bridge);
     let out = rig.event(dtmf(&ch, "#", now));
     assert_eq!(hangups(&out), vec![attempt.channel()], "# hangs up the customer");
     let out = rig.hangup(&attempt.channel(), 16);
@@ -702,9 +702,7 @@ fn an_operator_who_hangs_up_during_a_call_ends_it_and_the_session() {
     rig.up();
     let bridge = rig.login(1);
     let s = spec();
-    let attempt = rig.dial(&s);
-    rig.answer(attempt);
-    rig.bridged_ok(attempt, &bridge);
+    let attempt = rig.talking(&s, &bridge);
     let out = rig.hangup(&login_channel(1), 16);
     assert!(hangups(&out).contains(&attempt.channel()));
     assert_eq!(rig.session_state(1), None);
@@ -842,12 +840,8 @@ fn a_customer_whose_operator_died_hears_the_message_when_nobody_else_is_free() {
     let bridge = rig.login(1);
     let bridge2 = rig.login(2);
     let s = spec();
-    let attempt = rig.dial(&s);
-    rig.answer(attempt);
-    rig.bridged_ok(attempt, &bridge);
-    let other = rig.dial(&s);
-    rig.answer(other);
-    rig.bridged_ok(other, &bridge2);
+    let attempt = rig.talking(&s, &bridge);
+    rig.talking(&s, &bridge2);
     // Asterisk's RTP timeout ends the phone's channel (cause 44).
     let out = rig.hangup(&login_channel(1), 44);
     assert!(out
@@ -1142,9 +1136,7 @@ fn draining_dials_nothing_new_lets_live_calls_finish_and_keeps_sessions_up() {
     rig.up();
     let bridge = rig.login(1);
     let s = spec();
-    let attempt = rig.dial(&s);
-    rig.answer(attempt);
-    rig.bridged_ok(attempt, &bridge);
+    let attempt = rig.talking(&s, &bridge);
     let out = rig.feed(Input::Drain);
     assert!(hangups(&out).is_empty(), "nothing is cut");
     assert!(!rig.core.finished());
@@ -1319,9 +1311,7 @@ fn a_reconnect_settles_what_ended_unseen_and_logs_in_a_phone_that_dialled_meanwh
     rig.up();
     let bridge = rig.login(1);
     let s = spec();
-    let attempt = rig.dial(&s);
-    rig.answer(attempt);
-    rig.bridged_ok(attempt, &bridge);
+    let attempt = rig.talking(&s, &bridge);
     rig.feed(Input::AriLost);
     rig.ms += 5000;
     rig.feed(Input::AriConnected);
