@@ -42,6 +42,8 @@ pub const OUTBOX_OLDEST: &str = "obzvon_outbox_oldest_unsent_seconds";
 pub const HTTP_REQUESTS: &str = "obzvon_http_requests_total";
 pub const HTTP_DURATION: &str = "obzvon_http_request_duration_seconds";
 pub const WEBHOOK_DELIVERIES: &str = "obzvon_webhook_deliveries_total";
+/// Engine state changes journaled and not yet in PostgreSQL (grows during a database outage).
+pub const JOURNAL_BACKLOG: &str = "obzvon_engine_journal_backlog";
 /// Operator sessions ended because the phone died (no audio, no qualify answer, RTP timeout).
 pub const SESSIONS_DEAD: &str = "obzvon_operator_sessions_dead_total";
 
@@ -99,6 +101,14 @@ fn describe() {
     describe_gauge!(ARI_CONNECTED, "1 while the ARI websocket is connected");
     describe_counter!(ARI_RECONNECTS, "ARI websocket connections after the first");
     describe_gauge!(OUTBOX_BACKLOG, "Events not yet confirmed by RabbitMQ");
+    describe_gauge!(
+        JOURNAL_BACKLOG,
+        "Call engine state changes journaled on disk and not yet written to PostgreSQL"
+    );
+    describe_counter!(
+        SESSIONS_DEAD,
+        "Operator sessions ended because the phone stopped sending audio or answering"
+    );
     describe_gauge!(
         OUTBOX_OLDEST,
         Unit::Seconds,

@@ -179,7 +179,10 @@ impl Shell {
                 },
                 _ = tokio::time::sleep_until(deadline) => self.feed(Input::Tick),
                 _ = refresh.tick() => self.refresh_directory(),
-                _ = sync.tick() => self.journal.sync(),
+                _ = sync.tick() => {
+                    self.journal.sync();
+                    self.publish_status();
+                }
             }
         }
     }
@@ -254,6 +257,11 @@ impl Shell {
         for action in actions {
             self.run_action(action);
         }
+        self.publish_status();
+    }
+
+    /// What readiness and the metrics show of the engine.
+    fn publish_status(&mut self) {
         let now = EngineStatus {
             synced: self.core.synced(),
             draining: self.core.draining(),
@@ -261,11 +269,14 @@ impl Shell {
             sessions: self.core.sessions().count(),
             journal_backlog: self.progress.backlog(),
         };
-        self.status.send_if_modified(|s| {
+        let changed = self.status.send_if_modified(|s| {
             let changed = *s != now;
             *s = now;
             changed
         });
+        if changed {
+            metrics::gauge!(crate::metrics::JOURNAL_BACKLOG).set(now.journal_backlog as f64);
+        }
     }
 
     fn run_action(&mut self, action: Action) {
