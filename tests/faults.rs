@@ -758,9 +758,10 @@ async fn fault_round(leads: usize, faults: &[Fault]) -> Round {
                 let from = Utc::now();
                 testbed(&["asterisk", "restart"]);
                 asterisk_down = Some((from, Utc::now()));
-                // Their calls died with Asterisk: the phones log in again.
+                // Their calls died with Asterisk: the phones log in again, once obzvon is back
+                // on the websocket (a login before that finds no application and is hung up).
                 phones.clear();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                obzvon.ready(Duration::from_secs(60)).await;
                 phones = login_all(&obzvon, &ops, &all).await;
             }
         }

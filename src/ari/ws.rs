@@ -355,26 +355,24 @@ async fn run_outbound(
     tracing::info!(addr, "waiting for Asterisk's outbound ARI websocket");
     let mut next = None;
     loop {
-        let stream = match next.take() {
-            Some(s) => s,
-            None => tokio::select! {
-                _ = cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting Asterisk's websocket failed");
-                        continue;
-                    }
-                },
-            },
-        };
-        let socket = match tokio::time::timeout(Duration::from_secs(5), accept(stream, &expected)).await {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Asterisk's websocket handshake refused");
-                continue;
+        let socket = match next.take() {
+            Some(socket) => socket,
+            None => {
+                let stream = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accepting Asterisk's websocket failed");
+                            continue;
+                        }
+                    },
+                };
+                match handshake(stream, &expected).await {
+                    Some(socket) => socket,
+                    None => continue,
+                }
             }
-            Err(_) => continue,
         };
         let session = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(addr, "Asterisk connected its ARI websocket");
@@ -382,14 +380,22 @@ async fn run_outbound(
             since: Utc::now(),
             session,
         });
-        // One connection at a time; a new one means Asterisk gave up on this one.
-        let reason = tokio::select! {
-            reason = read_session(socket, &events, &stats, settings.ping_interval, settings.chaos, &cancel) => reason,
-            accepted = listener.accept() => {
-                if let Ok((s, _)) = accepted {
-                    next = Some(s);
+        // One connection at a time; a new one that passes the handshake means Asterisk gave up
+        // on this one (anything else knocking is refused without touching it).
+        let reason = {
+            let session = read_session(socket, &events, &stats, settings.ping_interval, settings.chaos, &cancel);
+            tokio::pin!(session);
+            loop {
+                tokio::select! {
+                    reason = &mut session => break reason,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        if let Some(socket) = handshake(stream, &expected).await {
+                            next = Some(socket);
+                            break "Asterisk opened a new connection".to_owned();
+                        }
+                    }
                 }
-                "Asterisk opened a new connection".to_owned()
             }
         };
         stats.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -402,6 +408,24 @@ async fn run_outbound(
             reason,
             failed_attempts: 0,
         });
+    }
+}
+
+/// The handshake of a connection to the outbound listener, bounded in time; None if refused.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    expected: &Expected,
+) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(Duration::from_secs(5), accept(stream, expected)).await {
+        Ok(Ok(socket)) => Some(socket),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a websocket handshake on the outbound ARI listener was refused");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("a websocket handshake on the outbound ARI listener timed out");
+            None
+        }
     }
 }
 

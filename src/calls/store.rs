@@ -213,21 +213,25 @@ pub async fn finish(
     if change.end_from_cdr {
         // The call ended while obzvon was away: Asterisk's CDR, when it wrote one, knows when
         // and how (the attempt id is in its userfield, alone or after the operator's part).
-        let cdr: Option<(DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT calldate + make_interval(secs => duration), disposition FROM cdr
-             WHERE userfield = $1 OR userfield LIKE '%;' || $1 ORDER BY calldate DESC LIMIT 1",
+        let cdr: Option<(DateTime<Utc>, String, String)> = sqlx::query_as(
+            "SELECT c.calldate + make_interval(secs => c.duration), c.disposition, a.kind
+             FROM cdr c JOIN attempts a ON a.id = $1
+             WHERE string_to_array(c.userfield, ';') @> ARRAY[$1::text] ORDER BY c.calldate DESC LIMIT 1",
         )
-        .bind(attempt.to_string())
+        .bind(attempt)
         .fetch_optional(&mut **tx)
         .await?;
-        if let Some((end, disposition)) = cdr {
+        if let Some((end, disposition, kind)) = cdr {
             ended.ended_at = Some(end);
             if status == AttemptStatus::Failed && change.result == Some(AttemptResult::Failed) {
                 let (s, r) = match disposition.as_str() {
                     "BUSY" => (AttemptStatus::Failed, AttemptResult::Busy),
                     "NO ANSWER" => (AttemptStatus::Failed, AttemptResult::NoAnswer),
                     "CONGESTION" => (AttemptStatus::Failed, AttemptResult::Congestion),
-                    // Answered, and nobody was there to connect it.
+                    // A preview or single call was dialled into the operator's bridge: answered
+                    // means they talked.
+                    "ANSWERED" if kind != "campaign" => (AttemptStatus::Completed, AttemptResult::Success),
+                    // A campaign call answered while nobody was there to connect it.
                     "ANSWERED" => (AttemptStatus::Completed, AttemptResult::Abandoned),
                     _ => (AttemptStatus::Failed, AttemptResult::Failed),
                 };

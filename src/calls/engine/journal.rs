@@ -159,9 +159,13 @@ impl Journal {
         }
         let next_seq = last_seq + 1;
         let current = dir.join(format!("{instance}-{next_seq:020}.journal"));
+        // A file of that name from an earlier run holds no entry from next_seq on (at most a
+        // torn line): it is started afresh, and is the current segment, never a closed one.
+        closed.retain(|(path, _)| *path != current);
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&current)
             .map_err(io)?;
         let progress = Arc::new(Progress::default());

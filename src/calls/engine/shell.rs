@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::core::{
-    Action, AriCall, AriFail, AriOp, AriReply, Config, Core, CreateFail, Input, Now, Observation, Reply, ReplyTo,
-    Report,
+    Action, AriCall, AriFail, AriOp, AriReply, Chain, Config, Core, CreateFail, Input, Now, Observation, Reply,
+    ReplyTo, Report,
 };
 use super::journal::{Journal, Progress};
 use super::{restore, EngineHandle, EngineStatus, Msg};
@@ -56,7 +57,9 @@ pub async fn spawn(
     drain: CancellationToken,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<anyhow::Result<EngineExit>>)> {
     let instance = settings.core.instance.clone();
-    let (journal, writer) = Journal::open(&settings.journal_dir, &instance, &pool, Duration::from_secs(30)).await?;
+    // A process that drains hands the journal over when it exits: wait out its grace period.
+    let lock_wait = settings.drain_grace + Duration::from_secs(30);
+    let (journal, writer) = Journal::open(&settings.journal_dir, &instance, &pool, lock_wait).await?;
     let progress = journal.progress();
     let writer = tokio::spawn(writer.run());
     // What the previous run left must be in the database before it is read back.
@@ -91,6 +94,8 @@ pub async fn spawn(
         replies: HashMap::new(),
         next_reply: 0,
         instance,
+        chains: HashMap::new(),
+        connection: Arc::new(AtomicU64::new(0)),
     };
     shell.feed(Input::Directory(directory));
     shell.feed(Input::Restore(restored));
@@ -114,6 +119,10 @@ struct Shell {
     replies: HashMap<u64, oneshot::Sender<Reply>>,
     next_reply: u64,
     instance: String,
+    /// The worker of each chain of ARI calls that has one.
+    chains: HashMap<Chain, mpsc::UnboundedSender<Vec<AriCall>>>,
+    /// Counts websocket (dis)connections: a read of Asterisk's state belongs to one.
+    connection: Arc<AtomicU64>,
 }
 
 impl Shell {
@@ -170,7 +179,10 @@ impl Shell {
                     let state = events.state.borrow_and_update().clone();
                     match state {
                         ConnectionState::Connected { .. } => self.connected(),
-                        _ => self.feed(Input::AriLost),
+                        _ => {
+                            self.connection.fetch_add(1, AtomicOrdering::AcqRel);
+                            self.feed(Input::AriLost)
+                        }
                     }
                 }
                 msg = commands.recv() => match msg {
@@ -181,6 +193,7 @@ impl Shell {
                 _ = refresh.tick() => self.refresh_directory(),
                 _ = sync.tick() => {
                     self.journal.sync();
+                    self.chains.retain(|_, tx| !tx.is_closed());
                     self.publish_status();
                 }
             }
@@ -219,23 +232,29 @@ impl Shell {
         self.feed(Input::AriConnected);
         let ari = self.ari.clone();
         let results = self.results_tx.clone();
+        let connection = self.connection.fetch_add(1, AtomicOrdering::AcqRel) + 1;
+        let current = self.connection.clone();
         tokio::spawn(async move {
-            // Asterisk may still be starting its HTTP side; try a few times.
-            for attempt in 0..20u32 {
+            // Asterisk may still be starting its HTTP side: keep trying (nothing is dialled
+            // until it answers) for as long as this connection lasts.
+            let mut delay = Duration::from_millis(250);
+            let mut told = false;
+            while current.load(AtomicOrdering::Acquire) == connection {
                 match restore::from_asterisk(&ari).await {
                     Ok(view) => {
                         let _ = results.send(Input::Reconcile(view));
                         return;
                     }
                     Err(e) => {
-                        if attempt == 0 {
-                            tracing::warn!(error = %e, "could not read Asterisk's channels; retrying");
+                        if !told {
+                            tracing::warn!(error = %e, "could not read Asterisk's channels; no calls are placed until it answers");
+                            told = true;
                         }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
             }
-            tracing::error!("Asterisk's channels could not be read; no calls are placed until the next reconnect");
         });
     }
 
@@ -260,6 +279,33 @@ impl Shell {
         self.publish_status();
     }
 
+    /// Hands each chain's part of an input's ARI calls to that chain's worker (started when it
+    /// has none), so calls about one leg or session keep their order across inputs while
+    /// unrelated ones never wait for each other.
+    fn run_batch(&mut self, batch: Vec<AriCall>) {
+        let mut groups: Vec<(Chain, Vec<AriCall>)> = Vec::new();
+        for call in batch {
+            match groups.iter_mut().find(|(c, _)| *c == call.chain) {
+                Some((_, calls)) => calls.push(call),
+                None => groups.push((call.chain.clone(), vec![call])),
+            }
+        }
+        for (chain, calls) in groups {
+            let calls = match self.chains.get(&chain) {
+                Some(tx) => match tx.send(calls) {
+                    Ok(()) => continue,
+                    // The worker went idle and left: start another.
+                    Err(mpsc::error::SendError(calls)) => calls,
+                },
+                None => calls,
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(calls);
+            tokio::spawn(chain_worker(self.ari.clone(), rx, self.results_tx.clone()));
+            self.chains.insert(chain, tx);
+        }
+    }
+
     /// What readiness and the metrics show of the engine.
     fn publish_status(&mut self) {
         let now = EngineStatus {
@@ -281,11 +327,7 @@ impl Shell {
 
     fn run_action(&mut self, action: Action) {
         match action {
-            Action::Ari(batch) => {
-                let ari = self.ari.clone();
-                let results = self.results_tx.clone();
-                tokio::spawn(run_batch(ari, batch, results));
-            }
+            Action::Ari(batch) => self.run_batch(batch),
             Action::Persist(write) => self.journal.append(write),
             Action::CreateAttempt(new) => {
                 let pool = self.pool.clone();
@@ -350,10 +392,32 @@ impl Shell {
     }
 }
 
-/// Runs one input's ARI calls in order. A reported failure stops the rest of the batch.
-async fn run_batch(ari: AriClient, batch: Vec<AriCall>, results: mpsc::UnboundedSender<Input>) {
-    for call in batch {
-        let result = execute(&ari, &call.op).await;
+/// Runs one chain's ARI calls in order, batch after batch, until it has been idle a while.
+async fn chain_worker(
+    ari: AriClient,
+    mut rx: mpsc::UnboundedReceiver<Vec<AriCall>>,
+    results: mpsc::UnboundedSender<Input>,
+) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(calls)) => run_calls(&ari, calls, &results).await,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: refuse more (the shell starts a new worker) and finish what came meanwhile.
+                rx.close();
+                while let Ok(calls) = rx.try_recv() {
+                    run_calls(&ari, calls, &results).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One input's calls of one chain, in order. A reported failure stops the rest of them.
+async fn run_calls(ari: &AriClient, calls: Vec<AriCall>, results: &mpsc::UnboundedSender<Input>) {
+    for call in calls {
+        let result = execute(ari, &call.op).await;
         match (&result, call.report) {
             (Ok(_), Report::Outcome) => {
                 let _ = results.send(Input::AriDone { op: call.op, result });

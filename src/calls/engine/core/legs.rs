@@ -70,8 +70,12 @@ pub struct Leg {
     pub persisted: AttemptStatus,
     /// Waiting for the attempt row, then answered with the attempt (single and preview calls).
     pub reply: Option<ReplyTo>,
-    /// When the originate was sent.
+    /// When the originate was sent (or, for a preview or single call, the dial into the bridge).
     pub dialed: Option<Instant>,
+    /// We asked Asterisk to hang the channel up (so its end is the dialer's).
+    pub hangup_sent: bool,
+    /// Asterisk said the channel does not exist (404); closed unseen after a grace period.
+    pub gone_at: Option<Instant>,
     /// When the state last changed (a reconcile read before that is stale for this leg).
     pub touched: Instant,
 }
@@ -114,6 +118,14 @@ pub enum LegState {
     },
 }
 
+/// A connection still unanswered this long after the deadline is given up (the ARI call's
+/// answer was lost): the customer hears the message instead of silence.
+const CONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// A channel Asterisk said was gone (404) is given this long for its `ChannelDestroyed` to
+/// arrive with the real cause before it is closed as ended unseen.
+const GONE_GRACE: Duration = Duration::from_secs(2);
+
 /// Why we asked Asterisk to hang up a leg.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stop {
@@ -133,6 +145,9 @@ pub enum StopWhy {
     Abandoned,
     /// We could not place the call.
     Failed(String),
+    /// The customer was never dialled (a single call whose operator did not answer): the
+    /// attempt does not count.
+    NotPlaced(String),
 }
 
 /// How an attempt ends, for the record.
@@ -168,6 +183,8 @@ impl Leg {
             persisted: AttemptStatus::Init,
             reply: None,
             dialed: None,
+            hangup_sent: false,
+            gone_at: None,
             touched: now.at,
         }
     }
@@ -208,11 +225,14 @@ impl Leg {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match &self.state {
+        let state = match &self.state {
             LegState::Waiting { deadline, .. } => Some(*deadline),
+            LegState::Connecting { deadline, .. } => Some(*deadline + CONNECT_GRACE),
             LegState::Abandoning { hangup_at, .. } => Some(*hangup_at),
             _ => None,
-        }
+        };
+        let gone = self.gone_at.map(|t| t + GONE_GRACE);
+        state.into_iter().chain(gone).min()
     }
 
     /// Dialled into an operator's bridge (preview and single calls) rather than connected on
@@ -234,17 +254,36 @@ impl Leg {
             keep_result: false,
         };
         let by_us = |default: EndedBy| self.stop.as_ref().map_or(default, |s| s.by);
+        // Who hung up a call that was up: us if we asked (and who of us), else the customer.
+        let ender = || {
+            if self.hangup_sent {
+                by_us(EndedBy::Dialer)
+            } else {
+                EndedBy::Customer
+            }
+        };
         match self.stop.as_ref().map(|s| &s.why) {
             Some(StopWhy::Canceled) if self.answered().is_none() || !matches!(self.state, LegState::Bridged { .. }) => {
                 return end(S::Canceled, None, "canceled", by_us(EndedBy::Dialer));
             }
-            Some(StopWhy::NoOperator) if self.answered().is_none() => {
+            Some(StopWhy::NoOperator) if self.answered().is_some() => {
+                return end(
+                    S::Completed,
+                    Some(R::Abandoned),
+                    "answered as the last operator who could take it left; hung up",
+                    EndedBy::Dialer,
+                );
+            }
+            Some(StopWhy::NoOperator) => {
                 return end(
                     S::Canceled,
                     None,
                     "no operator who may take the call is logged in; not connected",
                     EndedBy::Dialer,
                 );
+            }
+            Some(StopWhy::NotPlaced(why)) if self.answered().is_none() => {
+                return end(S::Canceled, None, why, by_us(EndedBy::Dialer));
             }
             Some(StopWhy::Failed(why)) if self.answered().is_none() => {
                 return end(S::Failed, Some(R::Failed), why, EndedBy::Dialer);
@@ -285,10 +324,10 @@ impl Leg {
             },
             LegState::Bridged { .. } => Outcome {
                 keep_result: true,
-                ..end(S::Completed, Some(R::Success), "call ended", by_us(EndedBy::Customer))
+                ..end(S::Completed, Some(R::Success), "call ended", ender())
             },
             LegState::Abandoning { .. } => {
-                let by = by_us(EndedBy::Customer);
+                let by = ender();
                 match self.lost {
                     Some(_) => end(
                         S::Completed,
@@ -552,14 +591,18 @@ impl Core {
             self.finish(leg, None, now);
             return;
         }
-        let session_ready = self
-            .sessions
-            .get(&op)
-            .is_some_and(|s| s.per_call.is_none() && s.state == SessionState::Reserved { attempt });
-        if session_ready {
-            self.create_customer(attempt, now);
-        } else {
-            self.ring_operator_for(attempt, now);
+        match self.sessions.get(&op).map(|s| (s.per_call, s.state.clone())) {
+            None => self.ring_operator_for(attempt, now),
+            Some((None, SessionState::Reserved { attempt: a })) if a == attempt => self.create_customer(attempt, now),
+            // The operator logged in while the row was written: a ready session takes it.
+            Some((None, SessionState::Ready)) => {
+                self.set_session_state(op, SessionState::Reserved { attempt }, now);
+                self.create_customer(attempt, now);
+            }
+            _ => {
+                let leg = self.legs.remove(&attempt).expect("present");
+                self.finish_unstarted(leg, "the operator became busy before the call was placed", now);
+            }
         }
     }
 
@@ -676,7 +719,12 @@ impl Core {
                 ..Change::default()
             },
         );
-        self.connect_or_wait(attempt, now);
+        if self.legs[&attempt].stop.is_some() {
+            // Answered just as we were ending it: it ends now.
+            self.abandon(attempt, now);
+        } else {
+            self.connect_or_wait(attempt, now);
+        }
     }
 
     /// Gives a waiting customer a ready operator; if nobody who may take the call is even
@@ -689,7 +737,8 @@ impl Core {
             return false;
         };
         let spec = leg.call.spec.clone();
-        if leg.preassigned() || !self.ari_up {
+        // Past the connect limit it is an abandon, whoever is free now.
+        if leg.preassigned() || !self.ari_up || leg.stop.is_some() || deadline <= now.at {
             return false;
         }
         let preferred = leg.call.preferred_operator;
@@ -791,10 +840,12 @@ impl Core {
     /// dial.
     fn dial_into_operator_bridge(&mut self, attempt: AttemptId, now: Now) {
         let leg = &self.legs[&attempt];
-        if !matches!(leg.state, LegState::Dialing { .. }) || leg.stop.is_some() {
-            if leg.stop.is_some() {
-                self.hangup(&attempt.channel());
-            }
+        if leg.stop.is_some() {
+            self.hangup(&attempt.channel());
+            return;
+        }
+        // Once: a repeated StasisStart must not dial the customer again.
+        if !matches!(leg.state, LegState::Dialing { .. }) || leg.dialed.is_some() {
             return;
         }
         let timeout = leg.call.spec.dial_timeout_secs;
@@ -909,6 +960,7 @@ impl Core {
                 let leg = self.legs.get_mut(&attempt).expect("routed here");
                 if leg.state == (LegState::Dialing { placed: false }) {
                     leg.state = LegState::Dialing { placed: true };
+                    leg.touched = now.at;
                 }
                 let stopping = leg.stop.is_some();
                 self.record(
@@ -966,12 +1018,14 @@ impl Core {
                     status,
                     result,
                 });
+                self.release_operator_of(&leg, now);
                 self.wake();
             }
             (AriOp::Create { .. }, Ok(_)) => {
                 let leg = self.legs.get_mut(&attempt).expect("routed here");
                 if leg.state == (LegState::Dialing { placed: false }) {
                     leg.state = LegState::Dialing { placed: true };
+                    leg.touched = now.at;
                 }
                 if leg.stop.is_some() {
                     self.hangup(&attempt.channel());
@@ -1036,9 +1090,11 @@ impl Core {
                 }
             }
             (AriOp::Hangup { .. }, Err(AriFail::NotFound)) => {
-                // Gone before we could hang it up: nothing more will be heard of it.
-                let leg = self.legs.remove(&attempt).expect("routed here");
-                self.finish(leg, None, now);
+                // Gone before we could hang it up: its ChannelDestroyed may still be on its
+                // way; if not, it is closed as ended unseen.
+                if let Some(leg) = self.legs.get_mut(&attempt) {
+                    leg.gone_at.get_or_insert(now.at);
+                }
             }
             (AriOp::Play { .. }, Err(fail)) => {
                 tracing::warn!(attempt.id = %attempt, error = %fail, "abandon message did not play");
@@ -1122,6 +1178,15 @@ impl Core {
         let LegState::Waiting { answered, .. } = leg.state else {
             return;
         };
+        if leg.stop.is_some() {
+            // Being ended already (canceled, say): that stands; only the hang-up is waited for.
+            leg.state = LegState::Abandoning {
+                answered,
+                hangup_at: now.at + Duration::from_secs(3600),
+            };
+            self.hangup(&attempt.channel());
+            return;
+        }
         leg.state = LegState::Abandoning { answered, hangup_at };
         leg.stop = Some(Stop {
             by: EndedBy::Dialer,
@@ -1141,27 +1206,55 @@ impl Core {
     }
 
     pub(super) fn leg_timers(&mut self, now: Now) {
-        let due: Vec<(AttemptId, bool)> = self
+        enum Due {
+            Abandon,
+            GiveUpConnecting(OperatorId),
+            HangUp,
+            Gone,
+        }
+        let due: Vec<(AttemptId, Due)> = self
             .legs
             .values()
-            .filter_map(|l| match l.state {
-                LegState::Waiting { deadline, .. } if deadline <= now.at => Some((l.call.attempt, true)),
-                LegState::Abandoning { hangup_at, .. } if hangup_at <= now.at => Some((l.call.attempt, false)),
-                _ => None,
+            .filter_map(|l| {
+                let due = if l.gone_at.is_some_and(|t| t + GONE_GRACE <= now.at) {
+                    Due::Gone
+                } else {
+                    match l.state {
+                        LegState::Waiting { deadline, .. } if deadline <= now.at => Due::Abandon,
+                        LegState::Connecting { deadline, operator, .. } if deadline + CONNECT_GRACE <= now.at => {
+                            Due::GiveUpConnecting(operator)
+                        }
+                        LegState::Abandoning { hangup_at, .. } if hangup_at <= now.at => Due::HangUp,
+                        _ => return None,
+                    }
+                };
+                Some((l.call.attempt, due))
             })
             .collect();
-        for (attempt, waiting) in due {
-            if waiting {
-                if !self.connect_or_wait(attempt, now) {
-                    self.abandon(attempt, now);
+        for (attempt, due) in due {
+            match due {
+                Due::Abandon => {
+                    if !self.connect_or_wait(attempt, now) {
+                        self.abandon(attempt, now);
+                    }
                 }
-            } else {
-                if let Some(LegState::Abandoning { hangup_at, .. }) = self.legs.get_mut(&attempt).map(|l| &mut l.state)
-                {
-                    // Once: the channel's end is what finishes the leg.
-                    *hangup_at = now.at + Duration::from_secs(3600);
+                Due::GiveUpConnecting(op) => {
+                    tracing::warn!(attempt.id = %attempt, operator.id = %op, "no answer from Asterisk to the connection; giving up on it");
+                    self.connection_failed(attempt, op, now);
                 }
-                self.hangup(&attempt.channel());
+                Due::HangUp => {
+                    if let Some(LegState::Abandoning { hangup_at, .. }) =
+                        self.legs.get_mut(&attempt).map(|l| &mut l.state)
+                    {
+                        // Once: the channel's end is what finishes the leg.
+                        *hangup_at = now.at + Duration::from_secs(3600);
+                    }
+                    self.hangup(&attempt.channel());
+                }
+                Due::Gone => {
+                    let leg = self.legs.remove(&attempt).expect("listed above");
+                    self.finish(leg, None, now);
+                }
             }
         }
     }

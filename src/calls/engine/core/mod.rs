@@ -259,6 +259,20 @@ pub enum Action {
 pub struct AriCall {
     pub op: AriOp,
     pub report: Report,
+    /// What the call is about: calls of one chain run in the order they were asked for, across
+    /// inputs; calls of different chains run side by side.
+    pub chain: Chain,
+}
+
+/// Whose ARI calls must keep their order: one customer leg, one operator session, or (for
+/// what belongs to neither any more) one channel, bridge or subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Chain {
+    Leg(AttemptId),
+    Session(OperatorId),
+    Channel(ChannelId),
+    Bridge(BridgeId),
+    Subscription(String),
 }
 
 /// Which outcomes of an ARI call come back as [`Input::AriDone`]. A failure of a call that is
@@ -648,7 +662,52 @@ impl Core {
     // ---- output helpers ------------------------------------------------------------------
 
     fn ari(&mut self, op: AriOp, report: Report) {
-        self.batch.push(AriCall { op, report });
+        let chain = self.chain_of(&op);
+        self.batch.push(AriCall { op, report, chain });
+    }
+
+    /// The chain an ARI call belongs to, by what it names.
+    fn chain_of(&self, op: &AriOp) -> Chain {
+        let by_channel = |channel: &ChannelId| {
+            if let Some(a) = channel.attempt().filter(|a| self.legs.contains_key(a)) {
+                Chain::Leg(a)
+            } else if let Some(op) = self.session_channels.get(channel) {
+                Chain::Session(*op)
+            } else {
+                Chain::Channel(channel.clone())
+            }
+        };
+        // Playbacks and recordings of a call are named after its attempt.
+        let by_name = |name: &str| {
+            ["ring-", "abandon-", "obzvon-"]
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .and_then(|a| a.parse::<AttemptId>().ok())
+                .map(Chain::Leg)
+        };
+        let by_bridge = |bridge: &BridgeId| {
+            self.sessions
+                .values()
+                .find(|s| s.bridge.as_ref() == Some(bridge))
+                .map(|s| Chain::Session(s.info.id))
+                .unwrap_or_else(|| Chain::Bridge(bridge.clone()))
+        };
+        match op {
+            AriOp::Originate { channel, .. }
+            | AriOp::Create { channel, .. }
+            | AriOp::Dial { channel, .. }
+            | AriOp::Answer { channel }
+            | AriOp::Hangup { channel, .. }
+            | AriOp::Play { channel, .. }
+            | AriOp::RtpReceived { channel }
+            | AriOp::AddToBridge { channel, .. } => by_channel(channel),
+            AriOp::PlayBridge { bridge, playback, .. } => by_name(playback).unwrap_or_else(|| by_bridge(bridge)),
+            AriOp::Record { bridge, name } => by_name(name).unwrap_or_else(|| by_bridge(bridge)),
+            AriOp::CreateBridge { bridge, .. } | AriOp::DestroyBridge { bridge } => by_bridge(bridge),
+            AriOp::StopPlayback { playback } => by_name(playback).unwrap_or(Chain::Subscription(playback.clone())),
+            AriOp::StopRecording { name } => by_name(name).unwrap_or(Chain::Subscription(name.clone())),
+            AriOp::Subscribe { source } | AriOp::Unsubscribe { source } => Chain::Subscription(source.clone()),
+        }
     }
 
     fn persist(&mut self, write: Write) {
@@ -672,6 +731,9 @@ impl Core {
     /// Hangs up a channel; if Asterisk says it is gone already, its call or session ends
     /// here (no `ChannelDestroyed` will come for it).
     fn hangup(&mut self, channel: &ChannelId) {
+        if let Some(leg) = channel.attempt().and_then(|a| self.legs.get_mut(&a)) {
+            leg.hangup_sent = true;
+        }
         self.ari(
             AriOp::Hangup {
                 channel: channel.clone(),

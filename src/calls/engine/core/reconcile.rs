@@ -115,13 +115,20 @@ impl Core {
             self.directory.insert(op, r.info.clone());
             self.session_channels.insert(r.channel.clone(), op);
             let since = now.instant_of(r.since);
+            // A session made for one single call is named after its attempt.
+            let per_call = r
+                .channel
+                .as_str()
+                .strip_prefix("single-op-")
+                .and_then(|a| a.parse().ok());
             self.sessions.insert(
                 op,
                 Session {
                     info: r.info,
                     channel: r.channel,
                     bridge: Some(r.bridge),
-                    per_call: None,
+                    // A session made for one single call is named after its attempt.
+                    per_call,
                     state,
                     since,
                     touched: now.at,
@@ -272,7 +279,15 @@ impl Core {
             let channel = leg.channel();
             let facts = view.channels.get(&channel);
             match (&leg.state, facts) {
-                (LegState::Creating | LegState::AwaitingOperator | LegState::Dialing { placed: false }, _) => {}
+                // Something is in flight for these; its answer settles them (a connection
+                // that never answers is given up by its own timer).
+                (
+                    LegState::Creating
+                    | LegState::AwaitingOperator
+                    | LegState::Dialing { placed: false }
+                    | LegState::Connecting { .. },
+                    _,
+                ) => {}
                 (_, None) => {
                     let leg = self.legs.remove(&attempt).expect("present");
                     tracing::warn!(attempt.id = %attempt, "the call ended while obzvon was away");

@@ -315,11 +315,12 @@ impl Core {
         self.sessions.insert(op, session);
     }
 
-    fn finish_unstarted(&mut self, mut leg: super::Leg, why: &str, now: Now) {
+    /// Ends a single call whose customer was never dialled: canceled, the lead is not charged.
+    pub(super) fn finish_unstarted(&mut self, mut leg: super::Leg, why: &str, now: Now) {
         if leg.stop.is_none() {
             leg.stop = Some(super::legs::Stop {
                 by: EndedBy::Operator,
-                why: StopWhy::Failed(why.to_owned()),
+                why: StopWhy::NotPlaced(why.to_owned()),
             });
         }
         self.finish(leg, None, now);

@@ -483,6 +483,27 @@ fn an_answered_customer_with_nobody_free_hears_the_message_within_the_connect_li
 }
 
 #[test]
+fn a_customer_who_hangs_up_during_the_abandon_message_ended_it_themselves() {
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let bridge = rig.login(1);
+    let s = spec();
+    rig.talking(&s, &bridge);
+    let waiting = rig.dial(&s);
+    rig.answer(waiting);
+    let out = rig.advance(s.connect_limit_ms);
+    assert!(ops(&out).iter().any(|o| matches!(o, AriOp::Play { .. })));
+    let out = rig.hangup(&waiting.channel(), 16);
+    let (_, change) = finish_of(&out, waiting).unwrap();
+    assert_eq!(change.result, Some(AttemptResult::Abandoned));
+    assert_eq!(
+        change.ended_by,
+        Some(EndedBy::Customer),
+        "nobody asked Asterisk to hang up"
+    );
+}
+
+#[test]
 fn a_customer_who_hangs_up_before_the_limit_is_an_early_hang_up_not_an_abandon() {
     let mut rig = Rig::new(quiet());
     rig.up();
@@ -1021,6 +1042,31 @@ fn a_single_call_without_a_session_rings_the_operator_first_and_the_session_ends
 }
 
 #[test]
+fn a_single_call_whose_operator_does_not_answer_is_not_charged_to_the_lead() {
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let call = single(&rig, 3);
+    let attempt = call.attempt;
+    rig.feed(Input::Command(Command::Single {
+        call: Box::new(call),
+        reply: ReplyTo(0),
+    }));
+    rig.feed(Input::AttemptCreated {
+        attempt,
+        result: Ok(()),
+    });
+    let op_leg = ChannelId::new(format!("single-op-{attempt}"));
+    let out = rig.hangup(&op_leg, 19);
+    let (status, change) = finish_of(&out, attempt).unwrap();
+    assert_eq!(
+        status,
+        AttemptStatus::Canceled,
+        "the customer was never dialled: {change:?}"
+    );
+    assert_eq!(rig.core.live_calls(), 0);
+}
+
+#[test]
 fn a_single_call_to_a_busy_number_is_refused_and_frees_the_operator() {
     let mut rig = Rig::new(quiet());
     rig.up();
@@ -1377,19 +1423,20 @@ mod property {
             3 => (0..4usize).prop_map(Step::Claim),
             2 => (1..=3usize).prop_map(Step::Login),
             1 => ((1..=3usize), any::<bool>()).prop_map(|(n, dead)| Step::Logout(n, dead)),
-            2 => (0..4usize).prop_map(Step::Ring),
-            3 => (0..4usize).prop_map(Step::Answer),
-            1 => (0..4usize).prop_map(Step::Up),
-            2 => ((0..4usize), prop_oneof![Just(16), Just(17), Just(19), Just(34)]).prop_map(|(a, c)| Step::Gone(a, c)),
+            // Events for the four campaign calls (0-3) and the four single calls (4-7).
+            2 => (0..8usize).prop_map(Step::Ring),
+            3 => (0..8usize).prop_map(Step::Answer),
+            2 => (0..8usize).prop_map(Step::Up),
+            2 => ((0..8usize), prop_oneof![Just(16), Just(17), Just(19), Just(34)]).prop_map(|(a, c)| Step::Gone(a, c)),
             2 => ((1..=3usize), prop_oneof![Just("0"), Just("#"), Just("1"), Just("9"), Just("2")]).prop_map(|(n, k)| Step::Key(n, k)),
-            1 => (0..4usize).prop_map(Step::Cancel),
+            1 => (0..8usize).prop_map(Step::Cancel),
             6 => ((0..64usize), 0..10u8).prop_map(|(i, how)| Step::Finish(i, how)),
             1 => ((1..=3usize), 0..3u64).prop_map(|(n, p)| Step::Media(n, p)),
             3 => (0..4000u64).prop_map(Step::Time),
             1 => ((0..4usize), (1..=3usize)).prop_map(|(a, n)| Step::Single(a, n)),
             1 => Just(Step::Lost),
             1 => Just(Step::Reconnect),
-            1 => (0..4usize).prop_map(Step::Played),
+            1 => (0..8usize).prop_map(Step::Played),
         ]
     }
 
@@ -1497,6 +1544,27 @@ mod property {
                 session.state
             );
         }
+        // And the other way: an operator held for a customer holds a live one.
+        for s in core.sessions() {
+            let (SessionState::Reserved { attempt } | SessionState::OnCall { attempt }) = &s.state else {
+                continue;
+            };
+            let Some(leg) = core.legs().find(|l| l.call.attempt == *attempt) else {
+                return Err(TestCaseError::fail(format!(
+                    "{} is {:?} for a call that is gone",
+                    s.info.name, s.state
+                )));
+            };
+            let theirs = leg.operator == Some(s.info.id)
+                || matches!(&leg.state, LegState::Connecting { operator, .. } | LegState::Bridged { operator, .. } if *operator == s.info.id);
+            prop_assert!(
+                theirs,
+                "{} is {:?} but the call is {:?}",
+                s.info.name,
+                s.state,
+                leg.state
+            );
+        }
         Ok(())
     }
 
@@ -1511,6 +1579,7 @@ mod property {
             let s = spec();
             let attempts: Vec<AttemptId> = (0..4).map(|_| AttemptId::new()).collect();
             let singles: Vec<AttemptId> = (0..4).map(|_| AttemptId::new()).collect();
+            let every: Vec<AttemptId> = attempts.iter().chain(&singles).copied().collect();
             let mut pending: Vec<AriOp> = Vec::new();
             let mut watch = Watch { originated: HashSet::new(), finished: HashSet::new(), status: HashMap::new() };
             let mut trace: Vec<String> = Vec::new();
@@ -1532,12 +1601,12 @@ mod property {
                     })))),
                     Step::Login(n) => rig.event(stasis_start(&login_channel(n), &format!("PJSIP/op{n}-1"), "Up", &["login"], now)),
                     Step::Logout(n, dead) => rig.hangup(&login_channel(n), if dead { 44 } else { 16 }),
-                    Step::Ring(i) => rig.ringing(attempts[i]),
-                    Step::Answer(i) => rig.answer(attempts[i]),
-                    Step::Up(i) => rig.event(state_change(&attempts[i].channel(), "Up", now)),
-                    Step::Gone(i, cause) => rig.hangup(&attempts[i].channel(), cause),
+                    Step::Ring(i) => rig.ringing(every[i]),
+                    Step::Answer(i) => rig.answer(every[i]),
+                    Step::Up(i) => rig.event(state_change(&every[i].channel(), "Up", now)),
+                    Step::Gone(i, cause) => rig.hangup(&every[i].channel(), cause),
                     Step::Key(n, k) => rig.event(dtmf(&login_channel(n), k, now)),
-                    Step::Cancel(i) => rig.feed(Input::Command(Command::Cancel { attempt: attempts[i], reply: ReplyTo(0) })),
+                    Step::Cancel(i) => rig.feed(Input::Command(Command::Cancel { attempt: every[i], reply: ReplyTo(0) })),
                     Step::Finish(i, how) if !pending.is_empty() => {
                         let op = pending.remove(i % pending.len());
                         let result = match how {
@@ -1584,7 +1653,7 @@ mod property {
                         }
                         rig.feed(Input::Reconcile(view))
                     }
-                    Step::Played(i) => rig.event(playback_finished(&format!("abandon-{}", attempts[i]), &attempts[i].channel(), now)),
+                    Step::Played(i) => rig.event(playback_finished(&format!("abandon-{}", every[i]), &every[i].channel(), now)),
                 };
                 trace.push(format!(
                     "{step:?}\n    ops {:?}\n    legs {:?}\n    sessions {:?}",
@@ -1604,6 +1673,30 @@ mod property {
                     }
                 }
             }
+            // Liveness: once every ARI call has been answered and time has passed every
+            // deadline, nothing is left waiting on something that will not come.
+            for _ in 0..40 {
+                while let Some(op) = (!pending.is_empty()).then(|| pending.remove(0)) {
+                    let result = Ok(match op { AriOp::RtpReceived { .. } => AriReply::Packets(rig.ms), _ => AriReply::Ok });
+                    let out = rig.feed(Input::AriDone { op, result });
+                    for a in &out {
+                        if let Action::Ari(calls) = a {
+                            pending.extend(calls.iter().filter(|c| c.report != Report::Nothing).map(|c| c.op.clone()));
+                        }
+                    }
+                }
+                let out = rig.advance(2000);
+                for a in &out {
+                    if let Action::Ari(calls) = a {
+                        pending.extend(calls.iter().filter(|c| c.report != Report::Nothing).map(|c| c.op.clone()));
+                    }
+                }
+            }
+            for leg in rig.core.legs() {
+                let stuck = matches!(leg.state, LegState::Connecting { .. } | LegState::Waiting { .. } | LegState::Creating);
+                prop_assert!(!stuck, "{} still {:?}\nlast steps:\n{}", leg.call.attempt, leg.state, trace.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join("\n"));
+            }
+            consistent(&rig.core)?;
         }
     }
 }
