@@ -851,11 +851,16 @@ async fn fault_round(leads: usize, faults: &[Fault]) -> Round {
         }
     }
     if let Some((op, from, to)) = &phone_dead {
-        round.dead_bridged = done
+        let dead: Vec<&Attempt> = done
             .iter()
             .filter(|a| a.operator_id.is_some_and(|o| o.to_string() == *op))
             .filter(|a| a.bridged_at.is_some_and(|b| b > *from && b < *to))
-            .count();
+            .collect();
+        for a in &dead {
+            let after = (a.bridged_at.unwrap() - *from).num_milliseconds();
+            eprintln!("bridged to the dead phone {after} ms after it was killed: {a:?}");
+        }
+        round.dead_bridged = dead.len();
     }
     // Every event written reached RabbitMQ.
     let expected: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM outbox")

@@ -134,12 +134,7 @@ impl Core {
                     touched: now.at,
                     announced: true,
                     last_key: None,
-                    media: Media {
-                        packets: 0,
-                        heard_at: now.at,
-                        checked_at: now.at,
-                        asked_at: now.at,
-                    },
+                    media: Media::new(now.at),
                 },
             );
         }

@@ -821,6 +821,41 @@ fn a_phone_that_stops_sending_audio_is_dead_and_its_customer_goes_to_the_next_op
 }
 
 #[test]
+fn a_phone_that_went_silent_between_two_samples_falls_short_of_its_rate_and_gets_no_customer() {
+    let mut rig = Rig::new(Config::default());
+    rig.up();
+    rig.login(1);
+    let bridge2 = rig.login(2);
+    // Both phones send 50 packets a second.
+    for packets in [0, 50, 100] {
+        rig.advance(1000);
+        media(&mut rig, 1, packets);
+        media(&mut rig, 2, packets);
+    }
+    let s = spec();
+    let attempt = rig.dial(&s);
+    // 800 ms after the last sample op1 sent 25 packets, 15 fewer than its rate: it stopped
+    // 300 ms ago.
+    rig.ms += 800;
+    let out = rig.answer(attempt);
+    assert!(ops(&out).contains(&AriOp::RtpReceived {
+        channel: login_channel(1)
+    }));
+    let out = media(&mut rig, 1, 125);
+    assert_eq!(added(&out, attempt), None, "not bridged into a phone that fell silent");
+    let out = media(&mut rig, 2, 140);
+    assert_eq!(
+        added(&out, attempt),
+        Some(bridge2),
+        "the phone at full rate takes the call"
+    );
+    assert!(
+        !rig.core.snapshot(rig.now()).ready.iter().any(|r| r.id == rig.op(1).id),
+        "op1 is suspect"
+    );
+}
+
+#[test]
 fn a_phone_that_stopped_sending_audio_a_moment_ago_is_not_bridged_and_the_next_operator_is_tried() {
     let mut rig = Rig::new(Config::default());
     rig.up();
