@@ -15,6 +15,7 @@ pub enum Command {
         connect: bool,
     },
     AriEvents,
+    Simulate(crate::sim::cli::Options),
     Demo {
         api: Option<String>,
         operators: Vec<String>,
@@ -59,6 +60,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("configuration OK");
             Ok(())
         }
+        Command::Simulate(options) => crate::sim::cli::run(&options),
         Command::Demo {
             api,
             operators,

@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod operators;
 pub mod phone;
 pub mod reports;
+pub mod sim;
 pub mod telemetry;

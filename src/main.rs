@@ -32,6 +32,42 @@ enum Command {
     },
     /// Print ARI events for the configured application as they arrive (diagnostics).
     AriEvents,
+    /// Compare pacing policies (ours among them) on a simulated population and team: the
+    /// default table is operators 5/20/100 × live-answer rate 0.1/0.3, a drifting day and a
+    /// shift start, 8 hours each. Needs no database or Asterisk.
+    Simulate {
+        /// Seeds per row.
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        /// Simulated hours per run.
+        #[arg(long, default_value_t = 8.0)]
+        hours: f64,
+        /// Operator counts (replaces the default scenarios' 5,20,100).
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<usize>,
+        /// Live-answer rates (replaces the default scenarios' 0.1,0.3).
+        #[arg(long, value_delimiter = ',')]
+        hit_rates: Vec<f64>,
+        /// Policies: progressive, ratio, vicidial-adapt, predictive, oracle.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "progressive,ratio,vicidial-adapt,predictive,oracle"
+        )]
+        policies: Vec<String>,
+        /// Leave out the drifting day and the shift start.
+        #[arg(long)]
+        no_extra: bool,
+        /// Abandoned calls over live answers the policies aim at (at most).
+        #[arg(long, default_value_t = 0.03)]
+        target_abandon_rate: f64,
+        /// One JSON object per row on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a demo campaign through a running `obzvon serve` (scripts/demo.sh does it all).
     Demo {
         /// obzvon's HTTP address; default: the configured [http] listen address.
@@ -96,6 +132,27 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
         Command::Migrate => obzvon::cli::Command::Migrate,
         Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
         Command::AriEvents => obzvon::cli::Command::AriEvents,
+        Command::Simulate {
+            seeds,
+            hours,
+            agents,
+            hit_rates,
+            policies,
+            no_extra,
+            target_abandon_rate,
+            json,
+            threads,
+        } => obzvon::cli::Command::Simulate(obzvon::sim::cli::Options {
+            seeds,
+            hours,
+            agents,
+            hit_rates,
+            policies,
+            extra: !no_extra,
+            target_abandon_rate,
+            json,
+            threads,
+        }),
         Command::Demo {
             api,
             operators,
