@@ -22,7 +22,7 @@ use crate::calls::engine::{self, EngineExit};
 use crate::calls::place::Placer;
 use crate::config::{AriMode, Settings};
 use crate::db;
-use crate::dialer::scheduler::Scheduler;
+use crate::dialer::scheduler::{PacingBoard, Scheduler};
 use crate::events::relay::Relay;
 use crate::events::requests::RequestConsumer;
 use crate::events::webhooks::Dispatcher;
@@ -152,7 +152,13 @@ impl App {
             ari_state,
             engine: engine.clone(),
         };
-        let scheduler = Scheduler::new(pool.clone(), engine.clone(), settings.instance.id.clone());
+        let pacing = PacingBoard::default();
+        let scheduler = Scheduler::new(
+            pool.clone(),
+            engine.clone(),
+            settings.instance.id.clone(),
+            pacing.clone(),
+        );
         let placer = Placer {
             pool: pool.clone(),
             engine: engine.clone(),
@@ -162,6 +168,7 @@ impl App {
             pool: pool.clone(),
             engine,
             placer: placer.clone(),
+            pacing,
         };
         let api = api::router(api_state);
         let requests = RequestConsumer::new(placer, settings.amqp.url.clone(), settings.amqp.request_queue.clone());

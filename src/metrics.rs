@@ -47,6 +47,16 @@ pub const JOURNAL_BACKLOG: &str = "obzvon_engine_journal_backlog";
 /// Operator sessions ended because the phone died (no audio, no qualify answer, RTP timeout).
 pub const SESSIONS_DEAD: &str = "obzvon_operator_sessions_dead_total";
 
+/// Predictive pacing, per campaign: calls ringing per operator, the learnt live-answer rate,
+/// operators expected free within the mean answer time, 1 while the window's abandon rate holds
+/// it at one call per ready operator, and the abandon rate over the campaign's window.
+pub const PACING_DIAL_LEVEL: &str = "obzvon_pacing_dial_level";
+pub const PACING_LIVE_RATE: &str = "obzvon_pacing_live_answer_rate";
+pub const PACING_PREDICTED_FREE: &str = "obzvon_pacing_predicted_free_operators";
+pub const PACING_FALLBACK: &str = "obzvon_pacing_fallback";
+pub const PACING_WINDOW_ABANDON_RATE: &str = "obzvon_pacing_window_abandon_rate";
+pub const PACING_TARGET: &str = "obzvon_pacing_target_abandon_rate";
+
 /// How often the state gauges are read from PostgreSQL.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(5);
 
@@ -117,6 +127,27 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request duration by route");
     describe_counter!(WEBHOOK_DELIVERIES, "Webhook POSTs by outcome: delivered, retry, failed");
+    describe_gauge!(
+        PACING_DIAL_LEVEL,
+        "Predictive pacing: calls ringing per operator who may take them"
+    );
+    describe_gauge!(
+        PACING_LIVE_RATE,
+        "Predictive pacing: learnt share of dials a person answers"
+    );
+    describe_gauge!(
+        PACING_PREDICTED_FREE,
+        "Predictive pacing: operators expected free within the mean answer time"
+    );
+    describe_gauge!(
+        PACING_FALLBACK,
+        "Predictive pacing: 1 while the window's abandon rate is at the target (one call per ready operator)"
+    );
+    describe_gauge!(PACING_TARGET, "Predictive pacing: the campaign's target_abandon_rate");
+    describe_gauge!(
+        PACING_WINDOW_ABANDON_RATE,
+        "Predictive pacing: abandoned / answered over the campaign's abandon window"
+    );
 }
 
 /// Counts every HTTP request by its route template (not the raw path, which holds ids).

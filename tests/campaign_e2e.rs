@@ -919,3 +919,93 @@ async fn dialling_pauses_while_asterisk_is_down_and_resumes_without_losing_a_lea
     assert_eq!(refused, 0, "no attempt was burned on a dead Asterisk");
     server.stop().await;
 }
+
+/// The most attempts of the campaign that held a channel at one moment.
+fn most_at_once(attempts: &[AttemptRow]) -> usize {
+    attempts
+        .iter()
+        .map(|a| {
+            attempts
+                .iter()
+                .filter(|b| b.created <= a.created && b.ended.is_none_or(|e| e > a.created))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_predictive_campaign_dials_ahead_of_its_operators_and_shows_its_pacing() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let (_, _p1) = logged_in(&server, "Pred1", 1).await;
+    let (_, _p2) = logged_in(&server, "Pred2", 2).await;
+    // A quarter of the customers answer after a second or two and talk three seconds; the
+    // rest never answer (the 5 s dial timeout).
+    let mut csv = String::from("phone\n");
+    for i in 0..24 {
+        let n = if i % 4 == 0 {
+            number(1, 1 + (i % 2) as u8, 3)
+        } else {
+            number(3, 0, 0)
+        };
+        csv.push_str(&format!("{n}\n"));
+    }
+    let id = server
+        .running_campaign(
+            campaign_body(
+                "predictive",
+                json!({"pacing": {"mode": "predictive", "target_abandon_rate": 0.03, "abandon_window": "24h"},
+                       "max_concurrent_calls": 20, "retry_delays_secs": {}}),
+            ),
+            csv,
+        )
+        .await;
+    // While it runs, the live view shows the pacer's state.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let pacing = loop {
+        let live = server.get(&format!("/campaigns/{id}/live")).await;
+        if live["pacing"].is_object() {
+            break live["pacing"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no pacing in /live: {live}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for field in [
+        "dial_level",
+        "live_rate",
+        "predicted_free",
+        "theta",
+        "fallback",
+        "answer_mean_secs",
+    ] {
+        assert!(!pacing[field].is_null(), "{field} missing from {pacing}");
+    }
+    wait_settled(&server, &id, Duration::from_secs(120), 0).await;
+
+    let attempts: Vec<AttemptRow> = attempts_by_phone(&server).await.into_values().flatten().collect();
+    assert_eq!(attempts.len(), 24, "each lead dialled once (no retries set)");
+    let at_once = most_at_once(&attempts);
+    assert!(
+        at_once > 2,
+        "two operators, a 25 % answer rate: it dials ahead ({at_once} at most at once)"
+    );
+    let answered = attempts.iter().filter(|a| a.answered.is_some()).count();
+    let abandoned = attempts
+        .iter()
+        .filter(|a| a.result.as_deref() == Some("abandoned"))
+        .count();
+    let connected = attempts.iter().filter(|a| a.bridged.is_some()).count();
+    assert_eq!(answered, 6, "{attempts:?}");
+    // Six answers are too few to measure 3 %: at most one abandon is allowed for the sample.
+    assert!(abandoned <= 1, "{abandoned} of {answered} abandoned");
+    assert_eq!(connected + abandoned, answered);
+    let metrics_url = server.base.replace("/api/v1", "/metrics");
+    let text = server.http.get(metrics_url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("obzvon_pacing_dial_level{"),
+        "pacing metrics exported:\n{text}"
+    );
+    server.stop().await;
+}

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub engine: EngineHandle,
     /// Single calls (shared with the AMQP request consumer).
     pub placer: Placer,
+    /// Predictive campaigns' last pacing decisions.
+    pub pacing: crate::dialer::scheduler::PacingBoard,
 }
 
 /// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:

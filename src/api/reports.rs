@@ -139,7 +139,9 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
     w.into_inner().expect("writing to memory")
 }
 
-/// Leads by state, calls in flight, the campaign's operators by state, today's abandon rate.
+/// Leads by state, calls in flight, the campaign's operators by state, today's abandon rate;
+/// for a predictive campaign, `pacing`: its last decision (dial level, learnt rates and times,
+/// operators predicted free, whether the abandon target holds it at one call per operator).
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/live", tag = "reports", operation_id = "campaign_live",
     params(("id" = String, Path, description = "campaign id")),
     responses((status = 200, description = "the live view", body = Object),
@@ -151,6 +153,12 @@ pub async fn campaign_live(State(s): State<ApiState>, Path(id): Path<String>) ->
     let id: CampaignId = parse_id(&id, "campaign")?;
     match reports::live(&s.pool, id).await? {
         Value::Null => Err(ApiError::NotFound("campaign not found".into())),
-        view => Ok(Json(view)),
+        mut view => {
+            let decision = s.pacing.read().expect("pacing board").get(&id).copied();
+            if let (Some(d), Some(map)) = (decision, view.as_object_mut()) {
+                map.insert("pacing".into(), serde_json::to_value(d).unwrap_or(Value::Null));
+            }
+            Ok(Json(view))
+        }
     }
 }

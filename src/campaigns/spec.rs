@@ -62,6 +62,25 @@ pub struct Pacing {
     pub mode: PacingMode,
     /// Progressive: calls in flight per ready operator.
     pub ratio: f64,
+    /// Predictive: the abandon rate (abandoned ÷ answered over `abandon_window`) it aims to
+    /// stay under; at most `max_abandon_rate`.
+    pub target_abandon_rate: f64,
+    /// Predictive: the window the abandon rate is counted over, as the regulation says.
+    pub abandon_window: AbandonWindow,
+}
+
+/// Over what time a campaign's abandon rate is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AbandonWindow {
+    /// Since local midnight in the campaign's zone.
+    #[serde(rename = "day")]
+    Day,
+    /// The last 24 hours.
+    #[serde(rename = "24h")]
+    Hours24,
+    /// The last 30 days.
+    #[serde(rename = "30d")]
+    Days30,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +125,8 @@ impl Default for Pacing {
         Pacing {
             mode: PacingMode::Progressive,
             ratio: 1.0,
+            target_abandon_rate: 0.03,
+            abandon_window: AbandonWindow::Day,
         }
     }
 }
@@ -216,12 +237,11 @@ impl CampaignSpec {
         if Region::parse(&self.default_region).is_err() {
             bad("default_region", "not an ISO 3166 region such as RU");
         }
-        match self.pacing.mode {
-            PacingMode::Progressive | PacingMode::Preview => {}
-            PacingMode::Predictive => bad(
-                "pacing.mode",
-                "predictive is not available yet; use progressive or preview",
-            ),
+        if !(self.pacing.target_abandon_rate > 0.0 && self.pacing.target_abandon_rate <= self.max_abandon_rate) {
+            bad(
+                "pacing.target_abandon_rate",
+                "a fraction above 0 and at most max_abandon_rate, e.g. 0.03 for 3 %",
+            );
         }
         if !(10..=3600).contains(&self.preview.reservation_secs) {
             bad("preview.reservation_secs", "must be between 10 and 3600");
@@ -350,7 +370,7 @@ mod tests {
     fn bad_values_name_their_field() {
         let mut v = valid();
         v["timezone"] = json!("Mars/Olympus");
-        v["pacing"] = json!({"mode": "predictive", "ratio": 0});
+        v["pacing"] = json!({"mode": "predictive", "ratio": 0, "target_abandon_rate": 0.05});
         v["preview"] = json!({"auto_dial_secs": 500});
         v["dial_timeout_secs"] = json!(1);
         v["retry_delays_secs"] = json!({"success": 5});
@@ -359,7 +379,7 @@ mod tests {
         let f = fields(CampaignSpec::from_json(v).unwrap().validate().unwrap_err());
         for expected in [
             "timezone",
-            "pacing.mode",
+            "pacing.target_abandon_rate",
             "pacing.ratio",
             "preview.auto_dial_secs",
             "dial_timeout_secs",
@@ -369,5 +389,31 @@ mod tests {
         ] {
             assert!(f.contains(&expected.to_owned()), "{expected} missing from {f:?}");
         }
+    }
+
+    #[test]
+    fn predictive_pacing_takes_a_target_under_the_cap_and_a_window() {
+        let mut v = valid();
+        v["pacing"] = json!({"mode": "predictive", "target_abandon_rate": 0.02, "abandon_window": "30d"});
+        let spec = CampaignSpec::from_json(v).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.pacing.abandon_window, AbandonWindow::Days30);
+        let mut v = valid();
+        v["pacing"] = json!({"mode": "predictive", "abandon_window": "week"});
+        assert_eq!(
+            fields(CampaignSpec::from_json(v).unwrap_err()),
+            ["pacing.abandon_window"]
+        );
+        let mut v = valid();
+        v["pacing"] = json!({"mode": "predictive", "target_abandon_rate": 0.0});
+        assert_eq!(
+            fields(CampaignSpec::from_json(v).unwrap().validate().unwrap_err()),
+            ["pacing.target_abandon_rate"]
+        );
+        let defaults = CampaignSpec::default().pacing;
+        assert_eq!(
+            (defaults.target_abandon_rate, defaults.abandon_window),
+            (0.03, AbandonWindow::Day)
+        );
     }
 }

@@ -136,7 +136,7 @@ pub enum Outcome {
 }
 
 /// One decision, with the figures behind it (for `/live` and metrics).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Decision {
     pub calls: usize,
     /// The window's rate is at the target: at most one call per ready operator.
@@ -167,6 +167,8 @@ pub struct Predictive {
     frozen: bool,
     /// Recent decisions' calls, by time, for the rate at which pacing keeps dialling.
     recent: std::collections::VecDeque<(f64, usize)>,
+    /// The curves last built from the model, and when.
+    curves: Option<(f64, Curves)>,
 }
 
 /// Calls dialled over this long give the rate at which pacing is expected to keep dialling: a
@@ -181,6 +183,7 @@ impl Predictive {
             ln_theta: params.target_abandon_rate.max(1e-4).ln(),
             frozen: false,
             recent: Default::default(),
+            curves: None,
         }
     }
 
@@ -196,12 +199,14 @@ impl Predictive {
             ln_theta: params.target_abandon_rate.max(1e-4).ln(),
             frozen: true,
             recent: Default::default(),
+            curves: None,
         }
     }
 
     /// Tells a `told` pacer new true distributions (the population drifted).
     pub fn tell(&mut self, dist: TrueDistributions) {
         self.model.set_true(dist);
+        self.curves = None;
     }
 
     pub fn params(&self) -> &Params {
@@ -234,7 +239,16 @@ impl Predictive {
 
     pub fn decide(&mut self, view: &View, now: f64) -> Decision {
         self.model.forget(now);
-        let m = self.model.curves();
+        if self
+            .curves
+            .as_ref()
+            .is_none_or(|(at, _)| now - at >= CURVES_EVERY_SECS || now < *at)
+        {
+            self.curves = Some((now, self.model.curves()));
+        }
+        let Some((_, m)) = &self.curves else {
+            unreachable!("built above")
+        };
         let p = &self.params;
         let theta = self.ln_theta.exp();
         let operators = view.ready + view.talking.len() + view.wrapping.len();
@@ -264,7 +278,7 @@ impl Predictive {
             }
             let flow = self.recent.iter().map(|(_, n)| *n).sum::<usize>() as f64 / FLOW_SECS;
             decision.flow_per_sec = flow;
-            let mut horizon = Horizon::new(view, &m, p, flow);
+            let mut horizon = Horizon::new(view, m, p, flow);
             decision.predicted_free = horizon.free_at(m.live.mean());
             let mut n = 0;
             while n < cap {
@@ -367,7 +381,7 @@ impl Model {
             return;
         }
         let dt = now - self.last_forget;
-        if dt < 1.0 {
+        if dt < CURVES_EVERY_SECS {
             return;
         }
         let keep = (-dt / FORGET_HALF_LIFE_SECS * std::f64::consts::LN_2).exp();
@@ -496,6 +510,7 @@ impl Cdf {
     }
 }
 
+#[derive(Debug, Clone)]
 struct Curves {
     live: Cdf,
     not_live: Cdf,
@@ -544,7 +559,11 @@ impl Curves {
 /// Past this many uncertain terms at one step, demand over supply is taken as normal; below
 /// it, its distribution is computed exactly (few operators and calls are where the normal
 /// approximation is worst).
-const EXACT_TERMS: usize = 48;
+const EXACT_TERMS: usize = 32;
+/// The horizon is looked at every this many seconds.
+const STEP_SECS: f64 = 2.0;
+/// The learnt curves are rebuilt (and old observations faded) at most this often.
+const CURVES_EVERY_SECS: f64 = 5.0;
 
 /// Demand over supply, second by second over the answer horizon. Demand minus supply at a
 /// step is a constant plus a sum of independent Bernoulli terms (a call ringing is answered by
@@ -632,14 +651,14 @@ fn convolve(pmf: &mut Vec<f64>, p: f64) {
 impl Horizon {
     fn new(view: &View, m: &Curves, p: &Params, flow: f64) -> Horizon {
         let grace = p.connect_limit_secs;
-        let end = p.dial_timeout_secs.max(1.0).ceil() as usize;
+        let end = (p.dial_timeout_secs.max(1.0) / STEP_SECS).ceil() as usize;
         let all = m.live.total() + m.not_live.total();
         // People expected to answer by each step among calls dialled from now on at `flow`.
         let mut future = 0.0;
         let mut steps = Vec::with_capacity(end + 1);
         let mut free = Vec::with_capacity(end + 1);
         for s in 0..=end {
-            let h = s as f64;
+            let h = s as f64 * STEP_SECS;
             let mut base = view.waiting as f64 - view.ready as f64;
             let mut terms = Vec::new();
             let mut expected_free = view.ready as f64;
@@ -666,7 +685,7 @@ impl Horizon {
                 term(m.answer_within(age, h), &mut base);
             }
             if s > 0 && all > 0.0 {
-                future += flow * m.live.at(h - 0.5) / all;
+                future += flow * STEP_SECS * m.live.at(h - STEP_SECS / 2.0) / all;
             }
             let mean = terms.iter().sum::<f64>() + future;
             let var = terms.iter().map(|q| q * (1.0 - q)).sum::<f64>() + future;
@@ -681,7 +700,7 @@ impl Horizon {
             let u = if all > 0.0 { m.live.at(h) / all } else { 0.0 };
             let lives = m.live.total();
             let weight = if lives > 0.0 && s > 0 {
-                (m.live.at(h) - m.live.at(h - 1.0)) / lives
+                (m.live.at(h) - m.live.at(h - STEP_SECS)) / lives
             } else {
                 0.0
             };
@@ -711,7 +730,7 @@ impl Horizon {
     }
 
     fn free_at(&self, secs: f64) -> f64 {
-        let i = (secs.max(0.0).round() as usize).min(self.free.len().saturating_sub(1));
+        let i = ((secs.max(0.0) / STEP_SECS).round() as usize).min(self.free.len().saturating_sub(1));
         self.free.get(i).copied().unwrap_or(0.0)
     }
 }
@@ -925,6 +944,8 @@ mod tests {
             let talking: Vec<Busy> = talking.into_iter().map(busy).collect();
             let window = WindowRate { answered, abandoned: abandoned.min(answered) };
             let v = View { ready, waiting, talking: &talking, wrapping: &[], ringing: &ringing, room, window };
+            // The same pacer twice would see its own first dials as the flow of calls.
+            let mut twin = pacer.clone();
             let d = pacer.decide(&v, 0.0);
             prop_assert!(d.calls <= room);
             let operators = ready + talking.len();
@@ -937,7 +958,7 @@ mod tests {
             }
             let more = View { ready: ready + 1, ..v };
             let room_cap_bound = d.calls == room;
-            let d2 = pacer.decide(&more, 0.0);
+            let d2 = twin.decide(&more, 0.0);
             prop_assert!(d2.calls >= d.calls || room_cap_bound, "{:?} then {:?}", d, d2);
         }
     }

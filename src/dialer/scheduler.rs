@@ -1,8 +1,8 @@
-//! The scheduler: decides how many calls each running campaign places now (progressive
-//! pacing, concurrency cap, calls per second) and claims that many due leads. Claiming is one
-//! transaction: due leads are locked with `FOR UPDATE SKIP LOCKED` (so several obzvon
-//! instances can share the database), checked against the DNC list, the calling window and
-//! the one-live-call-per-number rule, and their attempts are inserted before it commits. It
+//! The scheduler: decides how many calls each running campaign places now (progressive or
+//! predictive pacing, concurrency cap, calls per second) and claims that many due leads.
+//! Claiming is one transaction: due leads are locked with `FOR UPDATE SKIP LOCKED` (so several
+//! obzvon instances can share the database), checked against the DNC list, the calling window
+//! and the one-live-call-per-number rule, and their attempts are inserted before it commits. It
 //! wakes when the engine reports capacity, and polls as a fallback.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +15,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::pacing::{calls_to_place, effective_ratio, PacingInput, RateLimiter};
+use super::predictive::{self, Busy, Decision, Predictive, Priors, View, WindowRate};
 use super::window;
+use crate::calls::engine::core::{CampaignLoad, PacingOutcome};
 use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
 use crate::campaigns::spec::{CampaignSpec, PacingMode};
 use crate::campaigns::store::{self as campaigns, Campaign};
@@ -31,9 +33,20 @@ pub struct Scheduler {
     limiters: HashMap<CampaignId, RateLimiter>,
     /// Today's abandon rate per campaign, re-read every few seconds (only for ratio above 1).
     abandon_rates: HashMap<CampaignId, (Instant, Option<f64>)>,
+    /// Predictive campaigns' pacers, and their abandon counts over the window (re-read every
+    /// few seconds; what the engine reports in between is added).
+    pacers: HashMap<CampaignId, (Predictive, Instant)>,
+    windows: HashMap<CampaignId, (Instant, WindowRate)>,
+    started: Instant,
+    board: PacingBoard,
 }
 
+/// Each predictive campaign's last pacing decision, for `/campaigns/{id}/live` and metrics.
+pub type PacingBoard = Arc<std::sync::RwLock<HashMap<CampaignId, Decision>>>;
+
 const ABANDON_RATE_REFRESH: Duration = Duration::from_secs(3);
+/// A predictive campaign not running for this long forgets what its pacer learnt.
+const PACER_KEPT: Duration = Duration::from_secs(3600);
 
 /// What one claim did, for tests and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,13 +58,17 @@ pub struct ClaimReport {
 }
 
 impl Scheduler {
-    pub fn new(pool: PgPool, engine: EngineHandle, instance: String) -> Scheduler {
+    pub fn new(pool: PgPool, engine: EngineHandle, instance: String, board: PacingBoard) -> Scheduler {
         Scheduler {
             pool,
             engine,
             instance,
             limiters: HashMap::new(),
             abandon_rates: HashMap::new(),
+            pacers: HashMap::new(),
+            windows: HashMap::new(),
+            started: Instant::now(),
+            board,
         }
     }
 
@@ -107,37 +124,25 @@ impl Scheduler {
         };
         let mut placed = 0;
         let mut offered = HashSet::new();
+        self.learn(&snapshot, &running);
         for campaign in running {
             let spec = Arc::new(campaign.spec.clone());
             if spec.pacing.mode == PacingMode::Preview {
                 placed += self.offer_previews(&campaign, &spec, &snapshot, &mut offered).await?;
                 continue;
             }
-            let load = snapshot.campaigns.get(&campaign.id).copied().unwrap_or_default();
-            let eligible = snapshot
-                .ready
-                .iter()
-                .filter(|r| spec.operators.is_empty() || spec.operators.contains(&r.id))
-                .filter(|r| spec.skills.iter().all(|s| r.skills.contains(s)))
-                .count();
-            let ratio = if spec.pacing.ratio > 1.0 {
-                let rate = self.abandon_rate(campaign.id).await?;
-                let ratio = effective_ratio(spec.pacing.ratio, rate, spec.max_abandon_rate);
-                if ratio < spec.pacing.ratio {
-                    tracing::debug!(campaign.id = %campaign.id, ?rate, cap = spec.max_abandon_rate,
-                        "abandon cap reached; dialling one call per ready operator");
-                }
-                ratio
-            } else {
-                spec.pacing.ratio
+            let load = snapshot.campaigns.get(&campaign.id).cloned().unwrap_or_default();
+            let may_take = |id: &OperatorId, skills: &[String]| {
+                (spec.operators.is_empty() || spec.operators.contains(id))
+                    && spec.skills.iter().all(|s| skills.contains(s))
             };
-            let wanted = calls_to_place(PacingInput {
-                ready_operators: eligible,
-                ratio,
-                dialing: load.dialing,
-                live: load.live,
-                max_concurrent: spec.max_concurrent_calls as usize,
-            });
+            let eligible = snapshot.ready.iter().filter(|r| may_take(&r.id, &r.skills)).count();
+            let wanted = if spec.pacing.mode == PacingMode::Predictive {
+                let busy: Vec<_> = snapshot.busy.iter().filter(|b| may_take(&b.id, &b.skills)).collect();
+                self.predictive(&campaign, &spec, &load, eligible, &busy).await?
+            } else {
+                self.progressive(&campaign, &spec, &load, eligible).await?
+            };
             if wanted == 0 {
                 continue;
             }
@@ -161,7 +166,163 @@ impl Scheduler {
                 self.engine.dial(c);
             }
         }
+        let live: HashSet<CampaignId> = self.board_keys();
+        self.board
+            .write()
+            .expect("pacing board")
+            .retain(|id, _| live.contains(id));
         Ok(placed)
+    }
+
+    /// Progressive pacing: ready operators × ratio, minus calls ringing.
+    async fn progressive(
+        &mut self,
+        campaign: &Campaign,
+        spec: &CampaignSpec,
+        load: &CampaignLoad,
+        eligible: usize,
+    ) -> anyhow::Result<usize> {
+        let ratio = if spec.pacing.ratio > 1.0 {
+            let rate = self.abandon_rate(campaign.id).await?;
+            let ratio = effective_ratio(spec.pacing.ratio, rate, spec.max_abandon_rate);
+            if ratio < spec.pacing.ratio {
+                tracing::debug!(campaign.id = %campaign.id, ?rate, cap = spec.max_abandon_rate,
+                        "abandon cap reached; dialling one call per ready operator");
+            }
+            ratio
+        } else {
+            spec.pacing.ratio
+        };
+        Ok(calls_to_place(PacingInput {
+            ready_operators: eligible,
+            ratio,
+            dialing: load.dialing,
+            live: load.live,
+            max_concurrent: spec.max_concurrent_calls as usize,
+        }))
+    }
+
+    /// Predictive pacing (`dialer::predictive`), fed the engine's view of the campaign.
+    async fn predictive(
+        &mut self,
+        campaign: &Campaign,
+        spec: &CampaignSpec,
+        load: &CampaignLoad,
+        eligible: usize,
+        busy: &[&crate::calls::engine::core::BusyOperator],
+    ) -> anyhow::Result<usize> {
+        let window = self.window(campaign.id, spec).await?;
+        let now = self.clock();
+        let pacer = self.pacer(campaign.id, spec);
+        let as_busy = |b: &&crate::calls::engine::core::BusyOperator| Busy {
+            elapsed: b.elapsed.as_secs_f64(),
+            remaining: None,
+        };
+        let talking: Vec<Busy> = busy.iter().filter(|b| !b.wrapping).map(as_busy).collect();
+        let wrapping: Vec<Busy> = busy.iter().filter(|b| b.wrapping).map(as_busy).collect();
+        let ringing: Vec<f64> = load.ringing.iter().map(|d| d.as_secs_f64()).collect();
+        let view = View {
+            ready: eligible,
+            waiting: load.waiting,
+            talking: &talking,
+            wrapping: &wrapping,
+            ringing: &ringing,
+            room: (spec.max_concurrent_calls as usize).saturating_sub(load.live),
+            window,
+        };
+        let decision = pacer.decide(&view, now);
+        record_decision(campaign.id, &decision, &window, pacer_target(spec));
+        if decision.fallback {
+            tracing::debug!(campaign.id = %campaign.id, ?window, target = spec.pacing.target_abandon_rate,
+                "abandon target reached over the window; one call per ready operator");
+        }
+        self.board.write().expect("pacing board").insert(campaign.id, decision);
+        Ok(decision.calls)
+    }
+
+    fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn pacer(&mut self, campaign: CampaignId, spec: &CampaignSpec) -> &mut Predictive {
+        let params = pacing_params(spec);
+        let (pacer, seen) = self
+            .pacers
+            .entry(campaign)
+            .or_insert_with(|| (Predictive::new(params, Priors::default()), Instant::now()));
+        pacer.set_params(params);
+        *seen = Instant::now();
+        pacer
+    }
+
+    /// Campaigns whose last decision stays on the board: those running now.
+    fn board_keys(&self) -> HashSet<CampaignId> {
+        self.pacers
+            .iter()
+            .filter(|(_, (_, seen))| seen.elapsed() < POLL * 5)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Hands what the engine's calls taught to their campaigns' pacers. A campaign paused for
+    /// a while keeps what it learnt; one not running for `PACER_KEPT` starts afresh.
+    fn learn(&mut self, snapshot: &Snapshot, running: &[Campaign]) {
+        let now = self.clock();
+        self.pacers.retain(|_, (_, seen)| seen.elapsed() < PACER_KEPT);
+        for (campaign, outcome) in &snapshot.learnt {
+            let Some(spec) = running.iter().find(|c| c.id == *campaign).map(|c| &c.spec) else {
+                continue;
+            };
+            if let PacingOutcome::Connected { abandoned } = outcome {
+                if let Some((_, w)) = self.windows.get_mut(campaign) {
+                    w.answered += 1;
+                    w.abandoned += u64::from(*abandoned);
+                }
+            }
+            self.pacer(*campaign, spec).observe(*outcome, now);
+        }
+    }
+
+    /// The campaign's abandon counts over its window: from the database every few seconds,
+    /// with what the engine reported since.
+    async fn window(&mut self, campaign: CampaignId, spec: &CampaignSpec) -> Result<WindowRate, sqlx::Error> {
+        if let Some((at, w)) = self.windows.get(&campaign) {
+            if at.elapsed() < ABANDON_RATE_REFRESH {
+                return Ok(*w);
+            }
+        }
+        let w = crate::reports::abandon_counts(&self.pool, campaign, spec.pacing.abandon_window).await?;
+        self.windows.insert(campaign, (Instant::now(), w));
+        Ok(w)
+    }
+}
+
+fn pacing_params(spec: &CampaignSpec) -> predictive::Params {
+    predictive::Params {
+        target_abandon_rate: pacer_target(spec),
+        connect_limit_secs: spec.connect_limit_ms as f64 / 1000.0,
+        dial_timeout_secs: f64::from(spec.dial_timeout_secs),
+        max_ringing_per_operator: MAX_RINGING_PER_OPERATOR,
+    }
+}
+
+/// Whatever the model says, no more calls ringing than this per operator who may take them.
+const MAX_RINGING_PER_OPERATOR: f64 = 10.0;
+
+fn pacer_target(spec: &CampaignSpec) -> f64 {
+    spec.pacing.target_abandon_rate.min(spec.max_abandon_rate)
+}
+
+fn record_decision(campaign: CampaignId, d: &Decision, window: &WindowRate, target: f64) {
+    use crate::metrics as m;
+    let c = campaign.to_string();
+    metrics::gauge!(m::PACING_TARGET, "campaign" => c.clone()).set(target);
+    metrics::gauge!(m::PACING_DIAL_LEVEL, "campaign" => c.clone()).set(d.dial_level);
+    metrics::gauge!(m::PACING_LIVE_RATE, "campaign" => c.clone()).set(d.live_rate);
+    metrics::gauge!(m::PACING_PREDICTED_FREE, "campaign" => c.clone()).set(d.predicted_free);
+    metrics::gauge!(m::PACING_FALLBACK, "campaign" => c.clone()).set(f64::from(u8::from(d.fallback)));
+    if let Some(rate) = window.rate() {
+        metrics::gauge!(m::PACING_WINDOW_ABANDON_RATE, "campaign" => c).set(rate);
     }
 }
 

@@ -8,6 +8,8 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::calls::AttemptResult;
+use crate::campaigns::spec::AbandonWindow;
+use crate::dialer::predictive::WindowRate;
 use crate::ids::CampaignId;
 
 /// How rows are grouped.
@@ -247,16 +249,32 @@ pub const ABANDONED: &str = "(a.result = 'abandoned' OR (a.result = 'early-hangu
 /// Abandoned ÷ answered since local midnight in the campaign's time zone; `None` before the
 /// first answer of the day.
 pub async fn abandon_rate_today(pool: &PgPool, campaign: CampaignId) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT count(*) FILTER (WHERE {ABANDONED})::float8
-                / nullif(count(a.answered_at), 0)
+    Ok(abandon_counts(pool, campaign, AbandonWindow::Day).await?.rate())
+}
+
+/// Answered and abandoned calls of a campaign over a window (by when they were dialled).
+pub async fn abandon_counts(
+    pool: &PgPool,
+    campaign: CampaignId,
+    window: AbandonWindow,
+) -> Result<WindowRate, sqlx::Error> {
+    let since = match window {
+        AbandonWindow::Day => "date_trunc('day', now() AT TIME ZONE c.timezone) AT TIME ZONE c.timezone",
+        AbandonWindow::Hours24 => "now() - interval '24 hours'",
+        AbandonWindow::Days30 => "now() - interval '30 days'",
+    };
+    let (answered, abandoned): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(a.answered_at), count(*) FILTER (WHERE {ABANDONED})
          FROM campaigns c JOIN attempts a ON a.campaign_id = c.id
-         WHERE c.id = $1
-           AND a.created_at >= date_trunc('day', now() AT TIME ZONE c.timezone) AT TIME ZONE c.timezone"
+         WHERE c.id = $1 AND a.created_at >= {since}"
     ))
     .bind(campaign)
     .fetch_one(pool)
-    .await
+    .await?;
+    Ok(WindowRate {
+        answered: answered.max(0) as u64,
+        abandoned: abandoned.max(0) as u64,
+    })
 }
 
 /// The live view of a campaign for a supervisor's screen.

@@ -240,7 +240,7 @@ struct Sim<'a> {
     hourly: Vec<(u64, u64)>,
 }
 
-const TICK_SECS: f64 = 0.5;
+const TICK_SECS: f64 = 1.0;
 
 impl<'a> Sim<'a> {
     fn new(sc: &'a Scenario, pop: &'a Population, limits: &'a Limits, seed: u64) -> Sim<'a> {
@@ -626,7 +626,7 @@ pub struct Table {
 
 /// Ratios tried when searching the best fixed ratio: the largest one whose abandon rate stays at
 /// or under the target in every calibration seed (seeds apart from the table's).
-const RATIO_SEARCH: (f64, f64, usize) = (1.0, 5.0, 7);
+const RATIO_SEARCH: (f64, f64, usize) = (1.0, 12.0, 8);
 const CALIBRATION_SEEDS: u64 = 3;
 
 /// Runs the table; `progress` is told each finished row.

@@ -61,6 +61,8 @@ pub struct Journal {
     next_seq: u64,
     tx: mpsc::UnboundedSender<Entry>,
     progress: Arc<Progress>,
+    /// A background flush is running (a slow disk never holds up the engine's loop).
+    syncing: Arc<std::sync::atomic::AtomicBool>,
     _lock: File,
 }
 
@@ -181,6 +183,7 @@ impl Journal {
             next_seq,
             tx,
             progress: progress.clone(),
+            syncing: Arc::default(),
             _lock: lock,
         };
         journal.drop_applied_segments();
@@ -228,6 +231,30 @@ impl Journal {
             tracing::warn!(error = %e, "journal sync failed");
         }
         self.drop_applied_segments();
+    }
+
+    /// `sync` for the engine's loop: the flush runs on a blocking thread (an fsync can take
+    /// seconds on a busy disk, and call control must not wait for it); one at a time.
+    pub fn sync_in_background(&mut self) {
+        self.drop_applied_segments();
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let file = match self.file.try_clone() {
+            Ok(file) => file,
+            Err(e) => {
+                self.syncing.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "journal sync failed");
+                return;
+            }
+        };
+        let syncing = self.syncing.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.sync_data() {
+                tracing::warn!(error = %e, "journal sync failed");
+            }
+            syncing.store(false, Ordering::Release);
+        });
     }
 
     fn rotate(&mut self) {

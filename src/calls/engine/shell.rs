@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -192,7 +192,7 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline) => self.feed(Input::Tick),
                 _ = refresh.tick() => self.refresh_directory(),
                 _ = sync.tick() => {
-                    self.journal.sync();
+                    self.journal.sync_in_background();
                     self.chains.retain(|_, tx| !tx.is_closed());
                     self.publish_status();
                 }
@@ -505,10 +505,10 @@ async fn execute(ari: &AriClient, op: &AriOp) -> Result<AriReply, AriFail> {
         AriOp::StopRecording { name } => done(ari.stop_recording(name).await),
         AriOp::Subscribe { source } => done(ari.subscribe(source).await),
         AriOp::Unsubscribe { source } => done(ari.unsubscribe(source).await),
-        AriOp::RtpReceived { channel } => ari
-            .rtp_statistics(channel.as_str())
-            .await
-            .map(|s| AriReply::Packets(s.rxcount)),
+        AriOp::RtpReceived { channel } => ari.rtp_statistics(channel.as_str()).await.map(|s| AriReply::Packets {
+            count: s.rxcount,
+            at: Instant::now(),
+        }),
     };
     result.map_err(|e| fail_of(&e))
 }

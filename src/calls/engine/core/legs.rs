@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     eligible, Action, Answer, AriFail, AriOp, AriReply, Change, CommandError, Core, CreateFail, NewAttempt, Now,
-    Observation, ReplyTo, Report, SessionState, SingleCall, Write,
+    Observation, PacingOutcome, ReplyTo, Report, SessionState, SingleCall, Write,
 };
 use crate::ari::models::ChannelState;
 use crate::ari::{Event, EventKind};
@@ -710,6 +710,11 @@ impl Core {
         let deadline = now.instant_of(at) + limit.saturating_sub(margin);
         leg.state = LegState::Waiting { answered: at, deadline };
         leg.touched = now.at;
+        if let Some(dialed) = leg.dialed {
+            let after = now.instant_of(at).saturating_duration_since(dialed).as_secs_f64();
+            let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
+            self.learn(campaign, &spec, PacingOutcome::LiveAnswer { after_secs: after });
+        }
         self.record(
             attempt,
             Some(AttemptStatus::Ringing),
@@ -926,9 +931,13 @@ impl Core {
             recording: recording.clone(),
         };
         leg.touched = now.at;
+        let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
         let latency = (now.wall - answered).to_std().unwrap_or_default();
         let reason = rerouted.map(|lost| format!("moved to another operator after operator {lost}'s phone died"));
         self.observe(Observation::Connected { latency });
+        if rerouted.is_none() {
+            self.learn(campaign, &spec, PacingOutcome::Connected { abandoned: false });
+        }
         tracing::info!(attempt.id = %attempt, operator.id = %op, connect_ms = latency.as_millis() as u64, "customer bridged to operator");
         self.record(
             attempt,
@@ -1193,7 +1202,9 @@ impl Core {
             why: StopWhy::Abandoned,
         });
         leg.touched = now.at;
-        let media = leg.call.spec.abandon_message.clone();
+        let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
+        let media = spec.abandon_message.clone();
+        self.learn(campaign, &spec, PacingOutcome::Connected { abandoned: true });
         tracing::info!(attempt.id = %attempt, "no operator within the connect limit; abandon message");
         self.ari(
             AriOp::Play {
@@ -1289,6 +1300,28 @@ impl Core {
             status: outcome.status,
             result: outcome.result,
         });
+        match leg.state {
+            LegState::Dialing { .. } | LegState::Ringing => {
+                if let Some(dialed) = leg.dialed {
+                    let after = now.at.saturating_duration_since(dialed).as_secs_f64();
+                    self.learn(
+                        leg.call.campaign,
+                        &leg.call.spec,
+                        PacingOutcome::NoLiveAnswer { after_secs: after },
+                    );
+                }
+            }
+            // Hung up while waiting for an operator, within the limit: answered, not abandoned
+            // (unless the campaign counts those too).
+            LegState::Waiting { .. } => self.learn(
+                leg.call.campaign,
+                &leg.call.spec,
+                PacingOutcome::Connected {
+                    abandoned: leg.call.spec.count_early_hangups_as_abandoned,
+                },
+            ),
+            _ => {}
+        }
         if let LegState::Bridged {
             recording: Some(name), ..
         } = &leg.state
@@ -1323,11 +1356,20 @@ impl Core {
         match session.state {
             SessionState::OnCall { attempt: a } if a == attempt => {
                 let spec = leg.call.spec.clone();
+                let talked = now.at.saturating_duration_since(session.since);
+                self.learn(
+                    leg.call.campaign,
+                    &spec,
+                    PacingOutcome::Talk {
+                        secs: talked.as_secs_f64(),
+                    },
+                );
                 let until = now.at + Duration::from_secs(u64::from(spec.wrap_up_secs));
                 self.set_session_state(
                     op,
                     SessionState::WrapUp {
                         attempt,
+                        campaign: leg.call.campaign,
                         until,
                         keys: spec,
                     },

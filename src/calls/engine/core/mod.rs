@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ari::{Event, HangupReason};
 use crate::calls::{AttemptResult, AttemptStatus, EndedBy};
+use crate::campaigns::spec::PacingMode;
 use crate::campaigns::CampaignSpec;
+pub use crate::dialer::predictive::Outcome as PacingOutcome;
 use crate::ids::{AttemptId, BridgeId, CampaignId, ChannelId, LeadId, OperatorId};
 use crate::operators::OperatorState;
 
@@ -359,7 +361,12 @@ pub enum AriOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AriReply {
     Ok,
-    Packets(u64),
+    /// Packets received so far, and when Asterisk said so (a sample is judged by when it was
+    /// taken, not by when the engine got round to it).
+    Packets {
+        count: u64,
+        at: Instant,
+    },
 }
 
 /// How an ARI call failed, as far as the core cares.
@@ -499,12 +506,30 @@ pub enum Observation {
     },
 }
 
-/// Counts the scheduler paces by.
+/// What the scheduler paces by.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub ready: Vec<ReadyOperator>,
+    /// Operators taking campaign calls who are busy now: being connected, on a call or in
+    /// wrap-up.
+    pub busy: Vec<BusyOperator>,
     pub campaigns: HashMap<CampaignId, CampaignLoad>,
+    /// What predictive campaigns' calls taught since the last snapshot, oldest first.
+    pub learnt: Vec<(CampaignId, PacingOutcome)>,
 }
+
+#[derive(Debug, Clone)]
+pub struct BusyOperator {
+    pub id: OperatorId,
+    pub skills: Vec<String>,
+    pub wrapping: bool,
+    /// In this state for.
+    pub elapsed: Duration,
+}
+
+/// Predictive pacing learns from this many outcomes between snapshots at most (the scheduler
+/// takes a snapshot every second or so while a campaign runs).
+const LEARNT_MAX: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct ReadyOperator {
@@ -512,12 +537,16 @@ pub struct ReadyOperator {
     pub skills: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CampaignLoad {
     /// Dialled, not answered yet, or answered and waiting for an operator.
     pub dialing: usize,
     /// Every call holding a channel.
     pub live: usize,
+    /// How long each call dialled and not answered yet has been ringing.
+    pub ringing: Vec<Duration>,
+    /// Answered customers waiting for an operator.
+    pub waiting: usize,
 }
 
 /// The engine's state: every live leg and session of this instance.
@@ -539,6 +568,7 @@ pub struct Core {
     replaced: bool,
     out: Vec<Action>,
     batch: Vec<AriCall>,
+    learnt: Vec<(CampaignId, PacingOutcome)>,
 }
 
 impl Core {
@@ -557,6 +587,7 @@ impl Core {
             replaced: false,
             out: Vec::new(),
             batch: Vec::new(),
+            learnt: Vec::new(),
         }
     }
 
@@ -634,19 +665,31 @@ impl Core {
 
     /// Who may be given calls now, and each campaign's calls in flight. Nobody is ready while
     /// Asterisk's state is unknown (websocket down, not reconciled yet) or while draining.
-    pub fn snapshot(&self, now: Now) -> Snapshot {
+    /// What the scheduler paces by; hands over what predictive pacing learnt meanwhile.
+    pub fn snapshot(&mut self, now: Now) -> Snapshot {
         let accepting = self.ari_up && self.synced && !self.draining;
-        let ready = self
-            .sessions
-            .values()
-            .filter(|s| {
-                accepting && s.takes_calls() && matches!(s.state, SessionState::Ready) && s.healthy(&self.cfg, now)
-            })
-            .map(|s| ReadyOperator {
+        let mut ready = Vec::new();
+        let mut busy = Vec::new();
+        for s in self.sessions.values().filter(|s| s.takes_calls()) {
+            let wrapping = match s.state {
+                SessionState::Ready if accepting && s.healthy(&self.cfg, now) => {
+                    ready.push(ReadyOperator {
+                        id: s.info.id,
+                        skills: s.info.skills.clone(),
+                    });
+                    continue;
+                }
+                SessionState::Reserved { .. } | SessionState::OnCall { .. } => false,
+                SessionState::WrapUp { .. } => true,
+                _ => continue,
+            };
+            busy.push(BusyOperator {
                 id: s.info.id,
                 skills: s.info.skills.clone(),
-            })
-            .collect();
+                wrapping,
+                elapsed: now.at.saturating_duration_since(s.since),
+            });
+        }
         let mut campaigns: HashMap<CampaignId, CampaignLoad> = HashMap::new();
         for leg in self.legs.values() {
             let Some(campaign) = leg.call.campaign else { continue };
@@ -655,8 +698,33 @@ impl Core {
             if leg.awaiting_operator() {
                 load.dialing += 1;
             }
+            match leg.state {
+                LegState::Dialing { .. } | LegState::Ringing => {
+                    let since = leg.dialed.unwrap_or(leg.touched);
+                    load.ringing.push(now.at.saturating_duration_since(since));
+                }
+                LegState::Waiting { .. } => load.waiting += 1,
+                _ => {}
+            }
         }
-        Snapshot { ready, campaigns }
+        Snapshot {
+            ready,
+            busy,
+            campaigns,
+            learnt: std::mem::take(&mut self.learnt),
+        }
+    }
+
+    /// Something a predictive campaign's pacing learns from.
+    fn learn(&mut self, campaign: Option<CampaignId>, spec: &CampaignSpec, outcome: PacingOutcome) {
+        let Some(campaign) = campaign else { return };
+        if spec.pacing.mode != PacingMode::Predictive {
+            return;
+        }
+        if self.learnt.len() >= LEARNT_MAX {
+            self.learnt.remove(0);
+        }
+        self.learnt.push((campaign, outcome));
     }
 
     // ---- output helpers ------------------------------------------------------------------

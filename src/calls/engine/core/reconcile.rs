@@ -104,6 +104,7 @@ impl Core {
                         let end = r.since + chrono::Duration::seconds(i64::from(keys.wrap_up_secs));
                         SessionState::WrapUp {
                             attempt,
+                            campaign: None,
                             until: now.instant_of(end),
                             keys,
                         }

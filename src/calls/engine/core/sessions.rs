@@ -184,6 +184,8 @@ pub enum SessionState {
     },
     WrapUp {
         attempt: AttemptId,
+        /// The campaign of the call (predictive pacing learns wrap-up times per campaign).
+        campaign: Option<CampaignId>,
         until: Instant,
         keys: Arc<CampaignSpec>,
     },
@@ -282,6 +284,13 @@ impl Core {
             return;
         };
         let before = session.wire_state();
+        let wrapped = match &session.state {
+            SessionState::WrapUp { campaign, keys, .. } if !matches!(state, SessionState::WrapUp { .. }) => {
+                let secs = now.at.saturating_duration_since(session.since).as_secs_f64();
+                Some((*campaign, keys.clone(), secs))
+            }
+            _ => None,
+        };
         session.state = state;
         session.since = now.at;
         session.touched = now.at;
@@ -302,6 +311,9 @@ impl Core {
                 state: after,
                 session: place,
             });
+        }
+        if let Some((campaign, spec, secs)) = wrapped {
+            self.learn(campaign, &spec, super::PacingOutcome::WrapUp { secs });
         }
     }
 
@@ -595,9 +607,10 @@ impl Core {
             return;
         };
         let alive = match result {
-            Ok(AriReply::Packets(n)) => {
-                let alive = session.media.sample(n, now.at);
-                if alive || now.at.saturating_duration_since(session.media.heard_at) < silence {
+            Ok(AriReply::Packets { count, at }) => {
+                let at = at.max(session.media.checked_at);
+                let alive = session.media.sample(count, at);
+                if alive || at.saturating_duration_since(session.media.heard_at) < silence {
                     alive
                 } else {
                     let secs = silence.as_secs_f64();

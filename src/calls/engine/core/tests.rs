@@ -744,7 +744,10 @@ fn media(rig: &mut Rig, n: usize, packets: u64) -> Vec<Action> {
         op: AriOp::RtpReceived {
             channel: login_channel(n),
         },
-        result: Ok(AriReply::Packets(packets)),
+        result: Ok(AriReply::Packets {
+            count: packets,
+            at: rig.now().at,
+        }),
     })
 }
 
@@ -1645,7 +1648,7 @@ mod property {
                     Step::Finish(i, how) if !pending.is_empty() => {
                         let op = pending.remove(i % pending.len());
                         let result = match how {
-                            0..=7 => Ok(match op { AriOp::RtpReceived { .. } => AriReply::Packets(rig.ms), _ => AriReply::Ok }),
+                            0..=7 => Ok(match op { AriOp::RtpReceived { .. } => AriReply::Packets { count: rig.ms, at: rig.now().at }, _ => AriReply::Ok }),
                             8 => Err(AriFail::Refused(500, "fabricated".into())),
                             _ => Err(AriFail::NotFound),
                         };
@@ -1654,7 +1657,7 @@ mod property {
                     Step::Finish(..) => Vec::new(),
                     Step::Media(n, p) => rig.feed(Input::AriDone {
                         op: AriOp::RtpReceived { channel: login_channel(n) },
-                        result: Ok(AriReply::Packets(p)),
+                        result: Ok(AriReply::Packets { count: p, at: rig.now().at }),
                     }),
                     Step::Time(ms) => rig.advance(ms),
                     Step::Single(i, n) => {
@@ -1712,7 +1715,7 @@ mod property {
             // deadline, nothing is left waiting on something that will not come.
             for _ in 0..40 {
                 while let Some(op) = (!pending.is_empty()).then(|| pending.remove(0)) {
-                    let result = Ok(match op { AriOp::RtpReceived { .. } => AriReply::Packets(rig.ms), _ => AriReply::Ok });
+                    let result = Ok(match op { AriOp::RtpReceived { .. } => AriReply::Packets { count: rig.ms, at: rig.now().at }, _ => AriReply::Ok });
                     let out = rig.feed(Input::AriDone { op, result });
                     for a in &out {
                         if let Action::Ari(calls) = a {
@@ -1734,4 +1737,108 @@ mod property {
             consistent(&rig.core)?;
         }
     }
+}
+
+#[test]
+fn predictive_campaigns_report_ringing_ages_busy_operators_and_what_their_calls_taught() {
+    use crate::campaigns::spec::PacingMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let bridge = rig.login(1);
+    rig.login(2);
+    let mut predictive = (*spec()).clone();
+    predictive.pacing.mode = PacingMode::Predictive;
+    let s = Arc::new(predictive);
+    let campaign = CAMPAIGN.with(|c| *c);
+    rig.core.snapshot(rig.now());
+
+    let answered = rig.dial(&s);
+    rig.ringing(answered);
+    let unanswered = rig.dial(&s);
+    rig.ms += 1500;
+    let snap = rig.core.snapshot(rig.now());
+    let load = &snap.campaigns[&campaign];
+    assert_eq!(load.ringing, [Duration::from_millis(1500); 2]);
+    assert_eq!(snap.ready.len(), 2);
+    rig.answer(answered);
+    rig.bridged_ok(answered, &bridge);
+    rig.ms += 700;
+    let snap = rig.core.snapshot(rig.now());
+    assert_eq!(snap.ready.len(), 1);
+    assert!(
+        matches!(&snap.busy[..], [b] if b.id == rig.op(1).id && !b.wrapping && b.elapsed == Duration::from_millis(700)),
+        "{:?}",
+        snap.busy
+    );
+    let taught: Vec<PacingOutcome> = snap
+        .learnt
+        .iter()
+        .map(|(c, o)| {
+            assert_eq!(*c, campaign);
+            *o
+        })
+        .collect();
+    assert!(
+        matches!(&taught[..], [PacingOutcome::LiveAnswer { after_secs }, PacingOutcome::Connected { abandoned: false }] if (*after_secs - 1.5).abs() < 1e-9),
+        "{taught:?}"
+    );
+    rig.ms += 2300;
+    rig.hangup(&answered.channel(), 16);
+    rig.hangup(&unanswered.channel(), 19);
+    rig.advance(3100);
+    let taught: Vec<String> = rig
+        .core
+        .snapshot(rig.now())
+        .learnt
+        .iter()
+        .map(|(_, o)| format!("{o:?}"))
+        .collect();
+    assert_eq!(
+        taught,
+        [
+            "Talk { secs: 3.0 }",
+            "NoLiveAnswer { after_secs: 4.5 }",
+            "WrapUp { secs: 3.1 }"
+        ]
+    );
+
+    let progressive = spec();
+    let other = rig.dial(&progressive);
+    rig.hangup(&other.channel(), 19);
+    assert!(
+        rig.core.snapshot(rig.now()).learnt.is_empty(),
+        "progressive campaigns teach nothing"
+    );
+}
+
+#[test]
+fn a_sample_the_engine_reads_late_is_judged_by_when_it_was_taken() {
+    let mut rig = Rig::new(Config::default());
+    rig.up();
+    rig.login(1);
+    let mut packets = 0;
+    for _ in 0..3 {
+        rig.advance(1000);
+        packets += 50;
+        media(&mut rig, 1, packets);
+    }
+    // The next sample is taken a second later, but the engine only gets to it five seconds on
+    // (a stalled disk, a busy machine): fifty more packets in one second is a live phone.
+    let taken = rig.now().at + Duration::from_millis(1000);
+    rig.ms += 6000;
+    let out = rig.feed(Input::AriDone {
+        op: AriOp::RtpReceived {
+            channel: login_channel(1),
+        },
+        result: Ok(AriReply::Packets {
+            count: packets + 50,
+            at: taken,
+        }),
+    });
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Observe(Observation::SessionDead { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
 }
