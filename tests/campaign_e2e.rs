@@ -736,12 +736,23 @@ async fn calls_and_sessions_whose_channels_are_gone_after_a_crash_are_closed_and
     let timeline = server.get(&format!("/attempts/{attempt}")).await;
     let last = timeline["timeline"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["reason"], "ended while obzvon was away");
-    let op_state: String = sqlx::query_scalar("SELECT state FROM operators WHERE id = $1")
-        .bind(op)
-        .fetch_one(&server.pool)
-        .await
-        .unwrap();
-    assert_eq!(op_state, "offline", "the session's channel is gone too");
+    // The session's end is its own write, after the attempt's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let op_state: String = sqlx::query_scalar("SELECT state FROM operators WHERE id = $1")
+            .bind(op)
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+        if op_state == "offline" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session's channel is gone too, yet the operator is {op_state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let dials: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE lead_id = $1")
         .bind(lead)
         .fetch_one(&server.pool)

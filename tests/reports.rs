@@ -296,11 +296,12 @@ async fn reports_match_the_attempts_cdrs_link_to_them_and_dashboards_query_expor
         .sum();
     assert_eq!(operators, 1, "Rita, ready or in wrap-up: {live}");
 
-    // A running campaign (no leads yet) so its abandon gauges exist; then every metric the
-    // dashboards and the alert rules query must be on /metrics.
+    // A running predictive campaign (no leads yet) so its abandon and pacing gauges exist; then
+    // every metric the dashboards and the alert rules query must be on /metrics.
     let _watched = server
         .running_campaign(
-            json!({"name": "watched", "trunk": "PJSIP/{number}@trunk", "caller_id": "1"}),
+            json!({"name": "watched", "trunk": "PJSIP/{number}@trunk", "caller_id": "1",
+                   "pacing": {"mode": "predictive"}}),
             "phone\n".to_owned(),
         )
         .await;

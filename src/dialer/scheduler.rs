@@ -321,9 +321,7 @@ fn record_decision(campaign: CampaignId, d: &Decision, window: &WindowRate, targ
     metrics::gauge!(m::PACING_LIVE_RATE, "campaign" => c.clone()).set(d.live_rate);
     metrics::gauge!(m::PACING_PREDICTED_FREE, "campaign" => c.clone()).set(d.predicted_free);
     metrics::gauge!(m::PACING_FALLBACK, "campaign" => c.clone()).set(f64::from(u8::from(d.fallback)));
-    if let Some(rate) = window.rate() {
-        metrics::gauge!(m::PACING_WINDOW_ABANDON_RATE, "campaign" => c).set(rate);
-    }
+    metrics::gauge!(m::PACING_WINDOW_ABANDON_RATE, "campaign" => c).set(window.rate().unwrap_or(0.0));
 }
 
 impl Scheduler {
