@@ -50,6 +50,22 @@ for _ in $(seq 1 50); do
 done
 curl -fsS "http://$OBZVON_HTTP__LISTEN/readyz" >/dev/null || { tail -20 "$LOG_DIR/demo-serve.log"; exit 1; }
 
+# The demo drives obzvon over REST like a CRM would: with an API token (admin scope). It
+# registers the operators first; their phones dial *55 once obzvon knows them (a login from an
+# endpoint that is nobody's is refused).
+$BIN token revoke demo >/dev/null 2>&1 || true
+OBZVON_TOKEN=$($BIN token create --name demo --scope admin)
+export OBZVON_TOKEN
+$BIN demo --api "http://$OBZVON_HTTP__LISTEN" --operators PJSIP/op1,PJSIP/op2 --leads "${DEMO_LEADS:-30}" &
+demo=$!
+pids+=($demo)
+for _ in $(seq 1 100); do
+	known=$(curl -fsS -H "Authorization: Bearer $OBZVON_TOKEN" "http://$OBZVON_HTTP__LISTEN/api/v1/operators" 2>/dev/null |
+		grep -o '"PJSIP/op[12]"' | sort -u | wc -l || true)
+	[ "$known" -ge 2 ] && break
+	sleep 0.1
+done
+
 # Operator phones: op1 presses 1 (success) in wrap-up, op2 presses 2 (not interested). They
 # stream audio (scripts/sipp/operator-audio.ul), as live phones do.
 cp "$REPO/scripts/sipp/operator-audio.ul" "$LOG_DIR/"
@@ -59,10 +75,5 @@ for n in 1 2; do
 		>"$LOG_DIR/demo-op$n.out" 2>&1) &
 	pids+=($!)
 done
-
-# The demo drives obzvon over REST like a CRM would: with an API token (admin scope).
-$BIN token revoke demo >/dev/null 2>&1 || true
-OBZVON_TOKEN=$($BIN token create --name demo --scope admin)
-export OBZVON_TOKEN
-$BIN demo --api "http://$OBZVON_HTTP__LISTEN" --operators PJSIP/op1,PJSIP/op2 --leads "${DEMO_LEADS:-30}"
+wait "$demo"
 echo "obzvon's log: $LOG_DIR/demo-serve.log"
