@@ -55,6 +55,32 @@ impl Default for Population {
     }
 }
 
+impl Population {
+    /// When a person answers, after the dial.
+    fn answer_after(&self, rng: &mut StdRng) -> f64 {
+        let g: f64 = (0..self.answer_shape).map(|_| -(1.0 - rng.random::<f64>()).ln()).sum();
+        (self.answer_min_secs + g * self.answer_scale_secs).min(self.dial_timeout_secs)
+    }
+
+    /// When a dial without a person ends: busy or failed, a machine detected, or no answer.
+    fn no_live_end_after(&self, rng: &mut StdRng) -> f64 {
+        let r = rng.random::<f64>();
+        if r < self.busy_share {
+            2.0 + 4.0 * rng.random::<f64>()
+        } else if r < self.busy_share + self.machine_share {
+            self.answer_after(rng) + self.machine_detect_secs
+        } else {
+            self.dial_timeout_secs
+        }
+    }
+
+    fn talk_time(&self, rng: &mut StdRng) -> f64 {
+        let sigma2 = (1.0 + self.talk_cv * self.talk_cv).ln();
+        let mu = self.talk_mean_secs.ln() - sigma2 / 2.0;
+        (mu + sigma2.sqrt() * standard_normal(rng)).exp()
+    }
+}
+
 /// One simulated shift.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -407,17 +433,11 @@ impl<'a> Sim<'a> {
             self.idle_secs += self.now - since;
         }
         self.connects += 1;
-        let talk = self.talk_time();
+        let talk = self.pop.talk_time(&mut self.rng);
         let until = self.now + talk;
         self.ops[op] = OpState::Talking { since: self.now, until };
         self.at(until, Ev::TalkEnd(op));
         policy.observe(Outcome::Connected { abandoned: false }, self.now);
-    }
-
-    fn talk_time(&mut self) -> f64 {
-        let sigma2 = (1.0 + self.pop.talk_cv * self.pop.talk_cv).ln();
-        let mu = self.pop.talk_mean_secs.ln() - sigma2 / 2.0;
-        (mu + sigma2.sqrt() * standard_normal(&mut self.rng)).exp()
     }
 
     fn pace(&mut self, policy: &mut dyn Policy) {
@@ -473,25 +493,13 @@ impl<'a> Sim<'a> {
         });
         self.ringing.push(c);
         self.dials += 1;
-        let pop = self.pop;
         let p = self.sc.hit_rate(self.now);
-        let answer = |rng: &mut StdRng| {
-            let g: f64 = (0..pop.answer_shape).map(|_| -(1.0 - rng.random::<f64>()).ln()).sum();
-            (pop.answer_min_secs + g * pop.answer_scale_secs).min(pop.dial_timeout_secs)
-        };
         if self.rng.random::<f64>() < p {
-            let at = self.now + answer(&mut self.rng);
+            let at = self.now + self.pop.answer_after(&mut self.rng);
             self.at(at, Ev::LiveAnswer(c));
             return;
         }
-        let r = self.rng.random::<f64>();
-        let after = if r < pop.busy_share {
-            2.0 + 4.0 * self.rng.random::<f64>()
-        } else if r < pop.busy_share + pop.machine_share {
-            answer(&mut self.rng) + pop.machine_detect_secs
-        } else {
-            pop.dial_timeout_secs
-        };
+        let after = self.pop.no_live_end_after(&mut self.rng);
         self.at(self.now + after, Ev::NoLiveEnd(c));
     }
 
@@ -541,29 +549,19 @@ impl Truth {
         let bins = TrueDistributions::answer_bins(pop.dial_timeout_secs);
         let bin = |x: f64, width: f64, n: usize| ((x / width) as usize).min(n - 1);
         let w = 1.0 / SAMPLES as f64;
-        let answer = |rng: &mut StdRng| {
-            let g: f64 = (0..pop.answer_shape).map(|_| -(1.0 - rng.random::<f64>()).ln()).sum();
-            (pop.answer_min_secs + g * pop.answer_scale_secs).min(pop.dial_timeout_secs)
-        };
         let mut live_shape = vec![0.0; bins];
         let mut not_live_shape = vec![0.0; bins];
         for _ in 0..SAMPLES {
-            live_shape[bin(answer(&mut rng), TrueDistributions::ANSWER_BIN_SECS, bins)] += w;
-            let r = rng.random::<f64>();
-            let after = if r < pop.busy_share {
-                2.0 + 4.0 * rng.random::<f64>()
-            } else if r < pop.busy_share + pop.machine_share {
-                answer(&mut rng) + pop.machine_detect_secs
-            } else {
-                pop.dial_timeout_secs
-            };
-            not_live_shape[bin(after, TrueDistributions::ANSWER_BIN_SECS, bins)] += w;
+            live_shape[bin(pop.answer_after(&mut rng), TrueDistributions::ANSWER_BIN_SECS, bins)] += w;
+            not_live_shape[bin(
+                pop.no_live_end_after(&mut rng),
+                TrueDistributions::ANSWER_BIN_SECS,
+                bins,
+            )] += w;
         }
-        let sigma2 = (1.0 + pop.talk_cv * pop.talk_cv).ln();
-        let mu = pop.talk_mean_secs.ln() - sigma2 / 2.0;
         let mut talk = vec![0.0; TrueDistributions::TALK_BINS];
         for _ in 0..SAMPLES {
-            let t = (mu + sigma2.sqrt() * standard_normal(&mut rng)).exp();
+            let t = pop.talk_time(&mut rng);
             talk[bin(t, TrueDistributions::TALK_BIN_SECS, TrueDistributions::TALK_BINS)] += w;
         }
         let mut wrap = vec![0.0; TrueDistributions::WRAP_BINS];
