@@ -10,10 +10,10 @@
 //! - talk and wrap-up times; from them, for an operator `e` seconds into a call or a wrap-up,
 //!   the chance they are free `h` seconds from now.
 //!
-//! For each second `h` of the next answer horizon, supply is the ready operators plus those
-//! expected free by `h + connect limit` (a customer may wait that long), and demand is the
-//! customers waiting plus the people expected to answer by `h` among the calls ringing and the
-//! new dials placed so far. A new call answered by a person at `h` is abandoned if demand has
+//! At every step `h` (2 s) of the next answer horizon, supply is the ready operators plus
+//! those expected free by `h + connect limit` (a customer may wait that long), and demand is
+//! the customers waiting plus the people expected to answer by `h` among the calls ringing, the
+//! calls pacing will go on dialling meanwhile (at its recent rate) and the new dials so far. A new call answered by a person at `h` is abandoned if demand has
 //! caught up with supply by then (operators go first come, first served); its chance of that,
 //! over when it may be answered, is computed exactly for few terms and as a normal for many.
 //! Calls are placed while that chance stays under `theta`; `theta` itself follows the abandon
