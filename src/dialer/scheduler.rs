@@ -19,7 +19,7 @@ use super::predictive::{self, Busy, Decision, Predictive, Priors, View, WindowRa
 use super::window;
 use crate::calls::engine::core::{CampaignLoad, PacingOutcome};
 use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
-use crate::campaigns::spec::{CampaignSpec, PacingMode};
+use crate::campaigns::spec::{AbandonWindow, CampaignSpec, PacingMode};
 use crate::campaigns::store::{self as campaigns, Campaign};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::leads::store::release_reservation;
@@ -31,11 +31,10 @@ pub struct Scheduler {
     engine: EngineHandle,
     instance: String,
     limiters: HashMap<CampaignId, RateLimiter>,
-    /// Today's abandon rate per campaign, re-read every few seconds (only for ratio above 1).
-    abandon_rates: HashMap<CampaignId, (Instant, Option<f64>)>,
-    /// Predictive campaigns' pacers, and their abandon counts over the window (re-read every
-    /// few seconds; what the engine reports in between is added).
+    /// Predictive campaigns' pacers.
     pacers: HashMap<CampaignId, (Predictive, Instant)>,
+    /// Abandon counts per campaign over its window (today for progressive over-dialling),
+    /// re-read every few seconds; what the engine reports in between is added.
     windows: HashMap<CampaignId, (Instant, WindowRate)>,
     started: Instant,
     board: PacingBoard,
@@ -64,7 +63,6 @@ impl Scheduler {
             engine,
             instance,
             limiters: HashMap::new(),
-            abandon_rates: HashMap::new(),
             pacers: HashMap::new(),
             windows: HashMap::new(),
             started: Instant::now(),
@@ -183,7 +181,7 @@ impl Scheduler {
         eligible: usize,
     ) -> anyhow::Result<usize> {
         let ratio = if spec.pacing.ratio > 1.0 {
-            let rate = self.abandon_rate(campaign.id).await?;
+            let rate = self.window(campaign.id, AbandonWindow::Day).await?.rate();
             let ratio = effective_ratio(spec.pacing.ratio, rate, spec.max_abandon_rate);
             if ratio < spec.pacing.ratio {
                 tracing::debug!(campaign.id = %campaign.id, ?rate, cap = spec.max_abandon_rate,
@@ -211,7 +209,7 @@ impl Scheduler {
         eligible: usize,
         busy: &[&crate::calls::engine::core::BusyOperator],
     ) -> anyhow::Result<usize> {
-        let window = self.window(campaign.id, spec).await?;
+        let window = self.window(campaign.id, spec.pacing.abandon_window).await?;
         let now = self.clock();
         let pacer = self.pacer(campaign.id, spec);
         let as_busy = |b: &&crate::calls::engine::core::BusyOperator| Busy {
@@ -285,13 +283,13 @@ impl Scheduler {
 
     /// The campaign's abandon counts over its window: from the database every few seconds,
     /// with what the engine reported since.
-    async fn window(&mut self, campaign: CampaignId, spec: &CampaignSpec) -> Result<WindowRate, sqlx::Error> {
+    async fn window(&mut self, campaign: CampaignId, window: AbandonWindow) -> Result<WindowRate, sqlx::Error> {
         if let Some((at, w)) = self.windows.get(&campaign) {
             if at.elapsed() < ABANDON_RATE_REFRESH {
                 return Ok(*w);
             }
         }
-        let w = crate::reports::abandon_counts(&self.pool, campaign, spec.pacing.abandon_window).await?;
+        let w = crate::reports::abandon_counts(&self.pool, campaign, window).await?;
         self.windows.insert(campaign, (Instant::now(), w));
         Ok(w)
     }
@@ -325,17 +323,6 @@ fn record_decision(campaign: CampaignId, d: &Decision, window: &WindowRate, targ
 }
 
 impl Scheduler {
-    async fn abandon_rate(&mut self, campaign: CampaignId) -> Result<Option<f64>, sqlx::Error> {
-        if let Some((at, rate)) = self.abandon_rates.get(&campaign) {
-            if at.elapsed() < ABANDON_RATE_REFRESH {
-                return Ok(*rate);
-            }
-        }
-        let rate = crate::reports::abandon_rate_today(&self.pool, campaign).await?;
-        self.abandon_rates.insert(campaign, (Instant::now(), rate));
-        Ok(rate)
-    }
-
     /// Preview: each eligible ready operator without an offer gets the next due lead, reserved
     /// for them for the campaign's reservation time.
     async fn offer_previews(

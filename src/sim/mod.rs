@@ -331,7 +331,7 @@ impl<'a> Sim<'a> {
                     self.window.answered += 1;
                     self.hour().0 += 1;
                     match self.longest_idle() {
-                        Some(op) => self.connect(op, c, policy),
+                        Some(op) => self.connect(op, policy),
                         None => {
                             self.calls[c].waiting = true;
                             self.waiting.push_back(c);
@@ -373,7 +373,7 @@ impl<'a> Sim<'a> {
                         self.ops[op] = OpState::Idle { since: self.now };
                         if let Some(c) = self.waiting.pop_front() {
                             self.calls[c].waiting = false;
-                            self.connect(op, c, policy);
+                            self.connect(op, policy);
                         }
                     }
                     true
@@ -428,7 +428,7 @@ impl<'a> Sim<'a> {
             .map(|(i, _)| i)
     }
 
-    fn connect(&mut self, op: usize, _call: usize, policy: &mut dyn Policy) {
+    fn connect(&mut self, op: usize, policy: &mut dyn Policy) {
         if let OpState::Idle { since } = self.ops[op] {
             self.idle_secs += self.now - since;
         }
