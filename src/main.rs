@@ -67,6 +67,19 @@ enum Command {
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Mean talk time (lognormal, coefficient of variation 1).
+        #[arg(long, default_value_t = 120.0)]
+        talk_mean_secs: f64,
+        /// Wrap-up after every call.
+        #[arg(long, default_value_t = 10.0)]
+        wrap_secs: f64,
+        /// Of the dials no person answers, the share answered by machines (the rest are busy
+        /// or ring out).
+        #[arg(long, default_value_t = 0.2)]
+        machine_share: f64,
+        /// Operators log in spread over this long from the start (0: all at once).
+        #[arg(long, default_value_t = 600.0)]
+        login_spread_secs: f64,
     },
     /// Run a demo campaign through a running `obzvon serve` (scripts/demo.sh does it all).
     Demo {
@@ -142,6 +155,10 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
             target_abandon_rate,
             json,
             threads,
+            talk_mean_secs,
+            wrap_secs,
+            machine_share,
+            login_spread_secs,
         } => obzvon::cli::Command::Simulate(obzvon::sim::cli::Options {
             seeds,
             hours,
@@ -152,6 +169,10 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
             target_abandon_rate,
             json,
             threads,
+            talk_mean_secs,
+            wrap_secs,
+            machine_share,
+            login_spread_secs,
         }),
         Command::Demo {
             api,

@@ -856,11 +856,21 @@ async fn fault_round(leads: usize, faults: &[Fault]) -> Round {
             .filter(|a| a.operator_id.is_some_and(|o| o.to_string() == *op))
             .filter(|a| a.bridged_at.is_some_and(|b| b > *from && b < *to))
             .collect();
-        for a in &dead {
+        // No check sees a phone die in the milliseconds before a bridge: a customer put
+        // through then must be recorded for what happened (moved on, or `operator-lost`), never
+        // as a conversation.
+        let (told, untold): (Vec<&Attempt>, Vec<&Attempt>) = dead
+            .into_iter()
+            .partition(|a| a.result.as_deref() == Some("operator-lost"));
+        for a in &told {
+            let after = (a.bridged_at.unwrap() - *from).num_milliseconds();
+            eprintln!("put through {after} ms after the phone was killed, recorded operator-lost: {a:?}");
+        }
+        for a in &untold {
             let after = (a.bridged_at.unwrap() - *from).num_milliseconds();
             eprintln!("bridged to the dead phone {after} ms after it was killed: {a:?}");
         }
-        round.dead_bridged = dead.len();
+        round.dead_bridged = untold.len();
     }
     // Every event written reached RabbitMQ.
     let expected: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM outbox")

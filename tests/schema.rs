@@ -1,4 +1,5 @@
-//! Migrations against a real, empty PostgreSQL database, and the rules the schema enforces.
+//! Migrations against a real, empty PostgreSQL database, the rules the schema enforces, and what
+//! the engine's journaled writes do to the rows.
 
 mod common;
 
@@ -229,4 +230,76 @@ fn rand_suffix() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static N: AtomicU16 = AtomicU16::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A call recorded `success` whose operator's phone turns out to have been dead when the
+/// customer was put through is corrected to `operator-lost`: the timeline says why, the CRM
+/// hears of it, and the lead is called again instead of being done.
+#[tokio::test]
+async fn a_call_put_through_to_a_dead_phone_is_corrected_to_operator_lost_and_the_lead_retried() {
+    let (_db, pool) = migrated().await;
+    let spec = obzvon::campaigns::CampaignSpec {
+        name: "dead phone".into(),
+        trunk: "PJSIP/{number}@trunk".into(),
+        caller_id: "+74950000000".into(),
+        ..Default::default()
+    };
+    let campaign = obzvon::campaigns::store::create(&pool, spec).await.unwrap();
+    let lead = Uuid::new_v4();
+    sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count, last_result) VALUES ($1, $2, '+79161230000', 'done', 1, 'success')")
+        .bind(lead)
+        .bind(campaign.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let attempt = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO attempts (id, campaign_id, lead_id, phone_e164, status, result, answered_at, bridged_at, ended_at)
+         VALUES ($1, $2, $3, '+79161230000', 'completed', 'success', now() - interval '5 s', now() - interval '4 s', now())",
+    )
+    .bind(attempt)
+    .bind(campaign.id)
+    .bind(lead)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let write = obzvon::calls::engine::core::Write::OperatorLost {
+        attempt: obzvon::ids::AttemptId::from_uuid(attempt),
+        reason: "the operator's phone had gone silent 12 ms before the customer was put through".into(),
+    };
+    obzvon::calls::store::apply(&pool, "test", 1, &write).await.unwrap();
+    // A replay of the same journal entry changes nothing more.
+    obzvon::calls::store::apply(&pool, "test", 1, &write).await.unwrap();
+
+    let result: String = sqlx::query_scalar("SELECT result FROM attempts WHERE id = $1")
+        .bind(attempt)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(result, "operator-lost");
+    let (state, next): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT state, next_attempt_at FROM leads WHERE id = $1")
+            .bind(lead)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "scheduled", "the customer is called again");
+    assert!(next.is_some_and(|n| n > chrono::Utc::now()));
+    let why: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT detail FROM attempt_transitions WHERE attempt_id = $1 AND result = 'operator-lost'")
+            .bind(attempt)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0]["source"], "dialer");
+    assert!(why[0]["why"].as_str().unwrap().contains("gone silent"), "{why:?}");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE attempt_id = $1 AND event_type = 'OutboundCallDisposition'",
+    )
+    .bind(attempt)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 1, "one disposition event for the CRM");
 }

@@ -671,6 +671,7 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
         callback_at: input.callback_at,
         same_operator: input.same_operator,
         source: "api",
+        why: None,
     };
     attempts::set_disposition(&s.pool, id, &d).await.map_err(|e| match e {
         attempts::DispositionError::NotFound => ApiError::NotFound("attempt not found".into()),

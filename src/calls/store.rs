@@ -102,6 +102,21 @@ async fn apply_write(tx: &mut Transaction<'_, Postgres>, instance: &str, write: 
                 callback_at: None,
                 same_operator: false,
                 source: "phone",
+                why: None,
+            };
+            match disposition_in(tx, *attempt, &d).await {
+                Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => {}
+                Err(DispositionError::Db(e)) => return Err(e),
+            }
+        }
+        Write::OperatorLost { attempt, reason } => {
+            let d = Disposition {
+                result: AttemptResult::OperatorLost,
+                notes: None,
+                callback_at: None,
+                same_operator: false,
+                source: "dialer",
+                why: Some(reason.clone()),
             };
             match disposition_in(tx, *attempt, &d).await {
                 Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => {}
@@ -394,6 +409,8 @@ pub struct Disposition {
     pub callback_at: Option<DateTime<Utc>>,
     pub same_operator: bool,
     pub source: &'static str,
+    /// Why, when the dialer sets it.
+    pub why: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -452,7 +469,7 @@ async fn disposition_in(
         status,
         Some(d.result),
         Some("disposition"),
-        Some(serde_json::json!({ "source": d.source, "callback_at": d.callback_at })),
+        Some(serde_json::json!({ "source": d.source, "callback_at": d.callback_at, "why": d.why })),
     )
     .await?;
     emit(tx, attempt, CallEvent::Disposition).await?;

@@ -18,6 +18,10 @@ pub struct Options {
     pub target_abandon_rate: f64,
     pub json: bool,
     pub threads: Option<usize>,
+    pub talk_mean_secs: f64,
+    pub wrap_secs: f64,
+    pub machine_share: f64,
+    pub login_spread_secs: f64,
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -63,6 +67,18 @@ fn plan(o: &Options) -> anyhow::Result<Table> {
     }
     if !(o.target_abandon_rate > 0.0 && o.target_abandon_rate < 1.0) {
         bail!("--target-abandon-rate is a fraction, e.g. 0.03 for 3 %");
+    }
+    if !(o.talk_mean_secs >= 1.0 && o.talk_mean_secs <= 3600.0) {
+        bail!("--talk-mean-secs must be between 1 and 3600");
+    }
+    if !(o.wrap_secs >= 0.0 && o.wrap_secs <= 3600.0) {
+        bail!("--wrap-secs must be between 0 and 3600");
+    }
+    if !(0.0..=1.0).contains(&o.machine_share) {
+        bail!("--machine-share is a fraction between 0 and 1");
+    }
+    if !(o.login_spread_secs >= 0.0 && o.login_spread_secs <= o.hours * 3600.0) {
+        bail!("--login-spread-secs must be between 0 and the run's length");
     }
     if let Some(a) = o.agents.iter().find(|a| **a == 0 || **a > 5000) {
         bail!("--agents: {a} is not between 1 and 5000");
@@ -115,6 +131,9 @@ fn plan(o: &Options) -> anyhow::Result<Table> {
             })
             .collect();
     }
+    for s in &mut scenarios {
+        s.login_spread_secs = o.login_spread_secs;
+    }
     if o.extra {
         scenarios.extend(
             Scenario::defaults(o.hours)
@@ -129,7 +148,12 @@ fn plan(o: &Options) -> anyhow::Result<Table> {
         scenarios,
         policies,
         seeds: o.seeds,
-        population: Population::default(),
+        population: Population {
+            talk_mean_secs: o.talk_mean_secs,
+            wrap_secs: o.wrap_secs,
+            machine_share: o.machine_share,
+            ..Population::default()
+        },
         limits: Limits {
             target_abandon_rate: o.target_abandon_rate,
             ..Limits::default()

@@ -285,7 +285,18 @@ pub fn operator_phone(n: u8, rows: &[&str]) -> Phone {
     phone
 }
 
-/// Runs a scenario of scripts/sipp/ as the phone of endpoint `opN` (port 5070+N).
+/// The port of endpoint `opN`'s phone: 5071-5076 for op1-op6 (asterisk-config/pjsip.conf),
+/// 5100+N for the generated op7-op200.
+pub fn phone_port(n: u8) -> u16 {
+    assert!((1..=200).contains(&n), "the test bed has phones op1..op200, not op{n}");
+    if n <= 6 {
+        5070 + u16::from(n)
+    } else {
+        5100 + u16::from(n)
+    }
+}
+
+/// Runs a scenario of scripts/sipp/ as the phone of endpoint `opN` (port [`phone_port`]).
 fn spawn_sipp(dir: PathBuf, scenario: &str, n: u8, media_base: u16, extra: &[&str]) -> Phone {
     // The phone streams this audio (the scenarios name it relative to the working directory).
     std::fs::copy(
@@ -293,7 +304,7 @@ fn spawn_sipp(dir: PathBuf, scenario: &str, n: u8, media_base: u16, extra: &[&st
         dir.join("operator-audio.ul"),
     )
     .expect("copy the phones' audio");
-    let port = 5070 + u16::from(n);
+    let port = phone_port(n);
     let media = media_base + u16::from(n) * 10;
     let child = Command::new("sipp")
         .args(["-sf", repo_path(&format!("scripts/sipp/{scenario}")).to_str().unwrap()])

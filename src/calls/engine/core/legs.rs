@@ -952,6 +952,9 @@ impl Core {
             },
         );
         self.set_session_state(op, SessionState::OnCall { attempt }, now);
+        if let Some(s) = self.sessions.get_mut(&op) {
+            s.last_bridged = Some((attempt, now.at));
+        }
         if let Some(name) = recording {
             self.ari(AriOp::Record { bridge, name }, Report::Outcome);
         }

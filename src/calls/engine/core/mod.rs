@@ -420,6 +420,9 @@ pub enum Write {
     },
     /// A disposition set with a phone key in wrap-up.
     Disposition { attempt: AttemptId, result: AttemptResult },
+    /// A call that ended before the dialer learnt its operator's phone was already silent
+    /// when the customer was put through: its result is `operator-lost`, not `success`.
+    OperatorLost { attempt: AttemptId, reason: String },
     /// The lead reserved for an operator's preview is free again.
     ReleaseReservation { lead: LeadId, operator: OperatorId },
     /// Every lead reserved for the operator is free again (after a restart).

@@ -136,6 +136,7 @@ impl Core {
                     announced: true,
                     last_key: None,
                     media: Media::new(now.at),
+                    last_bridged: None,
                 },
             );
         }

@@ -62,6 +62,9 @@ pub struct Offered {
     pub auto_at: Option<Instant>,
 }
 
+/// A customer put through less than this before the phone went silent had no conversation.
+const TALK_BEFORE_SILENCE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub info: OperatorInfo,
@@ -80,6 +83,9 @@ pub struct Session {
     /// endpoint subscription repeats channel events) counts once.
     pub last_key: Option<(String, chrono::DateTime<chrono::Utc>)>,
     pub media: Media,
+    /// The last customer put through to this phone, and when: if the phone turns out to have
+    /// gone silent before (or just after) that, the customer talked to nobody.
+    pub last_bridged: Option<(AttemptId, Instant)>,
 }
 
 /// What the media check saw of the phone.
@@ -100,6 +106,9 @@ pub struct Media {
     pub suspect: bool,
     /// A first sample was taken (the counters start before the session does).
     pub sampled: bool,
+    /// Until when the phone sent, as far as the samples tell: the last sample when it sent
+    /// all it should have, else the previous sample plus the packets it did send at its rate.
+    pub sent_until: Instant,
 }
 
 impl Media {
@@ -112,6 +121,7 @@ impl Media {
             rate: 0.0,
             suspect: false,
             sampled: false,
+            sent_until: at,
         }
     }
 
@@ -126,6 +136,7 @@ impl Media {
             self.packets = packets;
             self.checked_at = at;
             self.heard_at = at;
+            self.sent_until = at;
             return true;
         }
         let elapsed = at.saturating_duration_since(self.checked_at).as_secs_f64();
@@ -156,6 +167,11 @@ impl Media {
             if alive {
                 self.heard_at = at;
             }
+            self.sent_until = if short {
+                (self.checked_at + Duration::from_secs_f64(grew / self.rate)).min(at)
+            } else {
+                at
+            };
         }
         self.suspect = !alive;
         self.checked_at = at;
@@ -214,6 +230,7 @@ impl Session {
             announced: false,
             last_key: None,
             media: Media::new(now.at),
+            last_bridged: None,
         }
     }
 
@@ -890,6 +907,7 @@ impl Core {
                 operator: op,
                 reason: reason.clone(),
             });
+            self.talked_to_nobody(&session, reason);
         } else {
             tracing::info!(operator.id = %op, operator = session.info.name, "operator session ended");
         }
@@ -942,6 +960,34 @@ impl Core {
         }
         self.drop_orphaned_calls(now);
         self.wake();
+    }
+
+    /// A dead phone's last customer, if their call already ended but was put through when (or
+    /// just before) the phone went silent: no check can see a phone die in the milliseconds
+    /// before a bridge, so the call is recorded for what it was, `operator-lost`, not
+    /// `success`, and the lead is called again. A call still up is handled by
+    /// [`Core::operator_gone_from`].
+    fn talked_to_nobody(&mut self, session: &Session, reason: &str) {
+        let Some((attempt, bridged)) = session.last_bridged else {
+            return;
+        };
+        if self.legs.contains_key(&attempt) || bridged + TALK_BEFORE_SILENCE < session.media.sent_until {
+            return;
+        }
+        let ms = |d: Duration| d.as_millis();
+        let reason = if bridged >= session.media.sent_until {
+            format!(
+                "the operator's phone had gone silent {} ms before the customer was put through ({reason})",
+                ms(bridged - session.media.sent_until)
+            )
+        } else {
+            format!(
+                "the operator's phone went silent {} ms after the customer was put through ({reason})",
+                ms(session.media.sent_until - bridged)
+            )
+        };
+        tracing::warn!(attempt.id = %attempt, operator.id = %session.info.id, reason, "the customer talked to nobody");
+        self.persist(Write::OperatorLost { attempt, reason });
     }
 
     /// The operator of a live leg is gone: a campaign customer waits for the next operator

@@ -892,6 +892,76 @@ fn a_phone_that_stopped_sending_audio_a_moment_ago_is_not_bridged_and_the_next_o
     assert_eq!(added(&out, attempt), Some(bridge2));
 }
 
+/// One operator whose phone streams 50 packets a second; a customer is put through and
+/// hangs up after `talk_ms`; the phone goes silent `silent_after_ms` after the bridge (a
+/// negative figure: before it, yet too late for the pre-bridge check to tell). Returns the
+/// writes from the moment the phone is declared dead.
+fn customer_then_dead_phone(silent_after_ms: i64, talk_ms: u64) -> (AttemptId, Vec<Write>) {
+    let mut rig = Rig::new(Config::default());
+    rig.up();
+    let bridge = rig.login(1);
+    let mut packets = 0;
+    for _ in 0..2 {
+        rig.advance(1000);
+        packets += 50;
+        media(&mut rig, 1, packets);
+    }
+    let s = spec();
+    let attempt = rig.dial(&s);
+    rig.ms += 500;
+    rig.answer(attempt);
+    // The pre-bridge sample: a phone that stopped 20 ms ago is one packet short, within
+    // the jitter the check must allow.
+    let sent = |from_ms: i64, to_ms: i64| (to_ms.min(silent_after_ms) - from_ms).max(0) as u64 / 20;
+    packets += 25 - (-silent_after_ms).clamp(0, 25) as u64 / 20;
+    let out = media(&mut rig, 1, packets);
+    assert_eq!(added(&out, attempt), Some(bridge.clone()), "the check passes");
+    rig.bridged_ok(attempt, &bridge);
+    let mut at_ms = 0i64;
+    let mut ended = false;
+    for _ in 0..20 {
+        let step = 500;
+        let out = rig.advance(step);
+        if !ended && at_ms + step as i64 >= talk_ms as i64 {
+            rig.hangup(&attempt.channel(), 16);
+            ended = true;
+        }
+        let asked = ops(&out).iter().any(|o| matches!(o, AriOp::RtpReceived { .. }));
+        packets += sent(at_ms, at_ms + step as i64);
+        at_ms += step as i64;
+        if asked {
+            let out = media(&mut rig, 1, packets);
+            if rig.session_state(1).is_none() {
+                assert!(ended, "the call ended before the phone was found dead");
+                return (attempt, writes(&out));
+            }
+        }
+    }
+    panic!("the silent phone was never found dead");
+}
+
+#[test]
+fn a_customer_put_through_as_the_phone_died_is_recorded_operator_lost_when_it_is_found_dead() {
+    for silent_after_ms in [-20, 0, 300] {
+        let (attempt, writes) = customer_then_dead_phone(silent_after_ms, 1500);
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, Write::OperatorLost { attempt: a, .. } if *a == attempt)),
+            "silent {silent_after_ms} ms after the bridge: {writes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_phone_that_dies_after_a_real_conversation_leaves_its_result_alone() {
+    let (_, writes) = customer_then_dead_phone(2500, 3000);
+    assert!(
+        !writes.iter().any(|w| matches!(w, Write::OperatorLost { .. })),
+        "{writes:?}"
+    );
+}
+
 #[test]
 fn a_customer_whose_operator_died_hears_the_message_when_nobody_else_is_free() {
     let mut rig = Rig::new(quiet());
