@@ -104,10 +104,7 @@ async fn apply_write(tx: &mut Transaction<'_, Postgres>, instance: &str, write: 
                 source: "phone",
                 why: None,
             };
-            match disposition_in(tx, *attempt, &d).await {
-                Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => {}
-                Err(DispositionError::Db(e)) => return Err(e),
-            }
+            dispose_journaled(tx, *attempt, &d).await?;
         }
         Write::OperatorLost { attempt, reason } => {
             let d = Disposition {
@@ -118,10 +115,7 @@ async fn apply_write(tx: &mut Transaction<'_, Postgres>, instance: &str, write: 
                 source: "dialer",
                 why: Some(reason.clone()),
             };
-            match disposition_in(tx, *attempt, &d).await {
-                Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => {}
-                Err(DispositionError::Db(e)) => return Err(e),
-            }
+            dispose_journaled(tx, *attempt, &d).await?;
         }
         Write::ReleaseReservation { lead, operator } => release_reservation(tx, Some(*lead), *operator).await?,
         Write::ReleaseReservationsOf { operator } => release_reservation(tx, None, *operator).await?,
@@ -428,6 +422,19 @@ pub async fn set_disposition(pool: &PgPool, attempt: AttemptId, d: &Disposition)
     disposition_in(&mut tx, attempt, d).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A disposition from the engine's journal: one that no longer applies (the attempt is gone,
+/// or never answered) changes nothing and must not block the entries after it.
+async fn dispose_journaled(
+    tx: &mut Transaction<'_, Postgres>,
+    attempt: AttemptId,
+    d: &Disposition,
+) -> Result<(), sqlx::Error> {
+    match disposition_in(tx, attempt, d).await {
+        Ok(()) | Err(DispositionError::NotFound) | Err(DispositionError::Conflict(_)) => Ok(()),
+        Err(DispositionError::Db(e)) => Err(e),
+    }
 }
 
 async fn disposition_in(
