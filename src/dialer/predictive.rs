@@ -483,7 +483,8 @@ impl Cdf {
             return 0.0;
         }
         let pos = x / self.width;
-        let i = pos.floor() as usize;
+        // `pos` is positive: truncation is its floor (and much cheaper than `floor`).
+        let i = pos as usize;
         if i + 1 >= self.cum.len() {
             return self.total();
         }
@@ -495,19 +496,47 @@ impl Cdf {
         self.mean
     }
 
-    /// For something `elapsed` seconds in, the chance it ends within `more` seconds.
-    fn ends_within(&self, elapsed: f64, more: f64) -> f64 {
+    /// How far something `elapsed` seconds in is into this curve.
+    fn survival(&self, elapsed: f64) -> Survival {
+        let total = self.total();
+        let below = self.at(elapsed);
+        Survival {
+            elapsed,
+            below,
+            left: total - below,
+        }
+    }
+
+    /// For something that far in, the chance it ends within `more` seconds.
+    fn ends_within(&self, from: &Survival, more: f64) -> f64 {
         if more <= 0.0 {
             return 0.0;
         }
         let total = self.total();
-        let left = total - self.at(elapsed);
-        if left <= total * 1e-9 || total <= 0.0 {
+        if from.left <= total * 1e-9 || total <= 0.0 {
             // Past everything seen: take it as memoryless with the mean.
             return 1.0 - (-more / self.mean.max(1.0)).exp();
         }
-        ((self.at(elapsed + more) - self.at(elapsed)) / left).clamp(0.0, 1.0)
+        ((self.at(from.elapsed + more) - from.below) / from.left).clamp(0.0, 1.0)
     }
+}
+
+/// Something `elapsed` seconds into a curve: the mass below that point and the mass left.
+#[derive(Debug, Clone, Copy)]
+struct Survival {
+    elapsed: f64,
+    below: f64,
+    left: f64,
+}
+
+/// Calls ringing for the same time (dialled together).
+#[derive(Debug, Clone, Copy)]
+struct RingGroup {
+    age: f64,
+    calls: usize,
+    /// Live answers expected before `age`, and the chance mass of everything still to come.
+    live_below: f64,
+    still: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -528,31 +557,35 @@ impl Curves {
         }
     }
 
-    /// For a dial ringing `age` seconds, the chance a person answers within `more` seconds.
-    fn answer_within(&self, age: f64, more: f64) -> f64 {
+    fn ringing_groups(&self, ages: &[f64]) -> Vec<RingGroup> {
+        let mut sorted = ages.to_vec();
+        sorted.sort_by(f64::total_cmp);
         let all = self.live.total() + self.not_live.total();
-        let still = all - self.live.at(age) - self.not_live.at(age);
-        if still <= all * 1e-9 {
+        let mut groups: Vec<RingGroup> = Vec::new();
+        for age in sorted {
+            match groups.last_mut() {
+                Some(g) if g.age == age => g.calls += 1,
+                _ => {
+                    let live_below = self.live.at(age);
+                    groups.push(RingGroup {
+                        age,
+                        calls: 1,
+                        live_below,
+                        still: all - live_below - self.not_live.at(age),
+                    });
+                }
+            }
+        }
+        groups
+    }
+
+    /// For calls ringing `g.age` seconds, the chance a person answers within `more` seconds.
+    fn answer_within(&self, g: &RingGroup, more: f64) -> f64 {
+        let all = self.live.total() + self.not_live.total();
+        if g.still <= all * 1e-9 {
             return 0.0;
         }
-        ((self.live.at(age + more) - self.live.at(age)) / still).clamp(0.0, 1.0)
-    }
-
-    /// For an operator `b` into a call, the chance they are free (call and wrap-up over)
-    /// within `more` seconds.
-    fn talker_free_within(&self, b: &Busy, more: f64) -> f64 {
-        let wrap = self.wrap.mean();
-        match b.remaining {
-            Some(left) => f64::from(u8::from(left + wrap <= more)),
-            None => self.talk.ends_within(b.elapsed, more - wrap),
-        }
-    }
-
-    fn wrapper_free_within(&self, b: &Busy, more: f64) -> f64 {
-        match b.remaining {
-            Some(left) => f64::from(u8::from(left <= more)),
-            None => self.wrap.ends_within(b.elapsed, more),
-        }
+        ((self.live.at(g.age + more) - g.live_below) / g.still).clamp(0.0, 1.0)
     }
 }
 
@@ -648,51 +681,88 @@ fn convolve(pmf: &mut Vec<f64>, p: f64) {
     pmf[0] *= 1.0 - p;
 }
 
+/// The uncertain terms of one step (with how many calls share each chance), summed as they
+/// come; a certain term moves the step's integer part instead.
+#[derive(Default)]
+struct Terms {
+    uncertain: Vec<(f64, usize)>,
+    count: usize,
+    mean: f64,
+    var: f64,
+}
+
+impl Terms {
+    fn clear(&mut self) {
+        self.uncertain.clear();
+        self.count = 0;
+        self.mean = 0.0;
+        self.var = 0.0;
+    }
+
+    fn add(&mut self, q: f64, n: usize, base: &mut f64) {
+        if q >= 1.0 - 1e-9 {
+            *base += n as f64;
+        } else if q > 1e-9 {
+            self.uncertain.push((q, n));
+            self.count += n;
+            self.mean += q * n as f64;
+            self.var += q * (1.0 - q) * n as f64;
+        }
+    }
+}
+
 impl Horizon {
     fn new(view: &View, m: &Curves, p: &Params, flow: f64) -> Horizon {
         let grace = p.connect_limit_secs;
         let end = (p.dial_timeout_secs.max(1.0) / STEP_SECS).ceil() as usize;
         let all = m.live.total() + m.not_live.total();
+        let wrap = m.wrap.mean();
+        // What does not depend on the step is worked out once: how far each busy operator
+        // and each ringing call already is into its curve. Calls dialled together ring for
+        // the same time and are one group.
+        let talkers: Vec<(Busy, Survival)> = view.talking.iter().map(|b| (*b, m.talk.survival(b.elapsed))).collect();
+        let wrappers: Vec<(Busy, Survival)> = view.wrapping.iter().map(|b| (*b, m.wrap.survival(b.elapsed))).collect();
+        let rings = m.ringing_groups(view.ringing);
         // People expected to answer by each step among calls dialled from now on at `flow`.
         let mut future = 0.0;
         let mut steps = Vec::with_capacity(end + 1);
         let mut free = Vec::with_capacity(end + 1);
+        let mut terms = Terms::default();
         for s in 0..=end {
             let h = s as f64 * STEP_SECS;
-            let mut base = view.waiting as f64 - view.ready as f64;
-            let mut terms = Vec::new();
+            terms.clear();
+            let mut base = view.waiting as f64 - view.ready as f64 - (talkers.len() + wrappers.len()) as f64;
             let mut expected_free = view.ready as f64;
-            let mut term = |q: f64, base: &mut f64| {
-                if q >= 1.0 - 1e-9 {
-                    *base += 1.0;
-                } else if q > 1e-9 {
-                    terms.push(q);
-                }
-            };
-            for b in view.talking {
-                let q = m.talker_free_within(b, h + grace);
+            for (b, from) in &talkers {
+                let q = match b.remaining {
+                    Some(left) => f64::from(u8::from(left + wrap <= h + grace)),
+                    None => m.talk.ends_within(from, h + grace - wrap),
+                };
                 expected_free += q;
-                base -= 1.0;
-                term(1.0 - q, &mut base);
+                terms.add(1.0 - q, 1, &mut base);
             }
-            for b in view.wrapping {
-                let q = m.wrapper_free_within(b, h + grace);
+            for (b, from) in &wrappers {
+                let q = match b.remaining {
+                    Some(left) => f64::from(u8::from(left <= h + grace)),
+                    None => m.wrap.ends_within(from, h + grace),
+                };
                 expected_free += q;
-                base -= 1.0;
-                term(1.0 - q, &mut base);
+                terms.add(1.0 - q, 1, &mut base);
             }
-            for &age in view.ringing {
-                term(m.answer_within(age, h), &mut base);
+            for g in &rings {
+                terms.add(m.answer_within(g, h), g.calls, &mut base);
             }
             if s > 0 && all > 0.0 {
                 future += flow * STEP_SECS * m.live.at(h - STEP_SECS / 2.0) / all;
             }
-            let mean = terms.iter().sum::<f64>() + future;
-            let var = terms.iter().map(|q| q * (1.0 - q)).sum::<f64>() + future;
-            let pmf = (terms.len() <= EXACT_TERMS).then(|| {
+            let mean = terms.mean + future;
+            let var = terms.var + future;
+            let pmf = (terms.count <= EXACT_TERMS).then(|| {
                 let mut pmf = vec![1.0];
-                for &q in &terms {
-                    convolve(&mut pmf, q);
+                for &(q, n) in &terms.uncertain {
+                    for _ in 0..n {
+                        convolve(&mut pmf, q);
+                    }
                 }
                 convolve_poisson(&mut pmf, future);
                 pmf
