@@ -76,7 +76,7 @@ async fn wait_settled(server: &Server, campaign: &str, limit: Duration, keep_sch
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct AttemptRow {
     id: String,
     phone: String,
@@ -943,6 +943,67 @@ fn most_at_once(attempts: &[AttemptRow]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_campaigns_sharing_one_operator_count_them_once_and_take_turns() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let (_, _phone) = logged_in(&server, "Shared", 3).await;
+    // Two campaigns, three calls per ready operator each, one operator both may use: counted
+    // for both, six calls would ring for them at once.
+    let mut ids = Vec::new();
+    let mut phones = Vec::new();
+    for name in ["share-a", "share-b"] {
+        let numbers: Vec<String> = (0..3).map(|_| number(1, 2, 4)).collect();
+        let c = server
+            .post(
+                "/campaigns",
+                campaign_body(
+                    name,
+                    json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000,
+                           "retry_delays_secs": {}, "max_abandon_rate": 1.0}),
+                ),
+            )
+            .await;
+        let id = c["id"].as_str().unwrap().to_owned();
+        let (status, report) = server
+            .post_csv(
+                &format!("/campaigns/{id}/leads"),
+                format!("phone\n{}\n", numbers.join("\n")),
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        ids.push(id);
+        phones.push(numbers);
+    }
+    for id in &ids {
+        server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    }
+    for id in &ids {
+        wait_settled(&server, id, Duration::from_secs(60), 0).await;
+    }
+    let by_phone = attempts_by_phone(&server).await;
+    let all: Vec<AttemptRow> = by_phone.values().flatten().cloned().collect();
+    assert_eq!(all.len(), 6, "every lead dialled once: {all:?}");
+    let at_once = most_at_once(&all);
+    assert!(
+        at_once <= 3,
+        "the operator was counted for both campaigns: {at_once} calls at once"
+    );
+    for (name, numbers) in ["share-a", "share-b"].iter().zip(&phones) {
+        let bridged = numbers
+            .iter()
+            .flat_map(|n| &by_phone[n])
+            .filter(|a| a.bridged.is_some())
+            .count();
+        assert_eq!(
+            bridged, 1,
+            "{name}: the operator takes one call of each campaign in turn"
+        );
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -207,6 +207,13 @@ impl FieldError {
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
 
 impl CampaignSpec {
+    /// An operator may take this campaign's calls: assigned to it (or the campaign names
+    /// nobody) and holding every skill it needs.
+    pub fn may_take(&self, operator: OperatorId, skills: &[String]) -> bool {
+        (self.operators.is_empty() || self.operators.contains(&operator))
+            && self.skills.iter().all(|k| skills.contains(k))
+    }
+
     /// Parses a JSON document into a spec, naming the field serde stumbled on.
     pub fn from_json(value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
         serde_path_to_error::deserialize(value).map_err(|e| {

@@ -4,4 +4,5 @@
 pub mod pacing;
 pub mod predictive;
 pub mod scheduler;
+pub mod share;
 pub mod window;

@@ -73,6 +73,17 @@ impl Default for Priors {
     }
 }
 
+impl Priors {
+    /// The defaults, with the wrap-up a campaign sets (its operators' wrap-up is known before
+    /// any call).
+    pub fn with_wrap_up(wrap_up_secs: f64) -> Priors {
+        Priors {
+            wrap_mean_secs: wrap_up_secs,
+            ..Priors::default()
+        }
+    }
+}
+
 /// An operator who is busy now: on a call or in wrap-up, for `elapsed` seconds. `remaining`
 /// is only known to the simulator's oracle.
 #[derive(Debug, Clone, Copy)]

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pacing::{calls_to_place, effective_ratio, PacingInput, RateLimiter};
 use super::predictive::{self, Busy, Decision, Predictive, Priors, View, WindowRate};
+use super::share::{share, Member, Shares, Taker};
 use super::window;
 use crate::calls::engine::core::{CampaignLoad, PacingOutcome};
 use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
@@ -38,11 +39,17 @@ pub struct Scheduler {
     windows: HashMap<CampaignId, (Instant, WindowRate)>,
     started: Instant,
     board: PacingBoard,
+    /// Campaigns whose last claim found fewer due leads than it asked for, and when.
+    dry: HashMap<CampaignId, Instant>,
+    /// Which dialling campaign each logged-in operator counted for last round.
+    shares: Shares,
 }
 
 /// Each predictive campaign's last pacing decision, for `/campaigns/{id}/live` and metrics.
 pub type PacingBoard = Arc<std::sync::RwLock<HashMap<CampaignId, Decision>>>;
 
+/// A campaign that found no due lead takes part in sharing operators again this long after.
+const DRY_FOR: Duration = Duration::from_secs(5);
 const ABANDON_RATE_REFRESH: Duration = Duration::from_secs(3);
 /// A predictive campaign not running for this long forgets what its pacer learnt.
 const PACER_KEPT: Duration = Duration::from_secs(3600);
@@ -67,6 +74,8 @@ impl Scheduler {
             windows: HashMap::new(),
             started: Instant::now(),
             board,
+            dry: HashMap::new(),
+            shares: Shares::new(),
         }
     }
 
@@ -123,6 +132,7 @@ impl Scheduler {
         let mut placed = 0;
         let mut offered = HashSet::new();
         self.learn(&snapshot, &running);
+        let shares = self.share(&running, &snapshot);
         for campaign in running {
             let spec = Arc::new(campaign.spec.clone());
             if spec.pacing.mode == PacingMode::Preview {
@@ -130,13 +140,10 @@ impl Scheduler {
                 continue;
             }
             let load = snapshot.campaigns.get(&campaign.id).cloned().unwrap_or_default();
-            let may_take = |id: &OperatorId, skills: &[String]| {
-                (spec.operators.is_empty() || spec.operators.contains(id))
-                    && spec.skills.iter().all(|s| skills.contains(s))
-            };
-            let eligible = snapshot.ready.iter().filter(|r| may_take(&r.id, &r.skills)).count();
+            let counts_for = |id: &OperatorId| shares.get(id).is_some_and(|c| c.campaign == campaign.id);
+            let eligible = snapshot.ready.iter().filter(|r| counts_for(&r.id)).count();
             let wanted = if spec.pacing.mode == PacingMode::Predictive {
-                let busy: Vec<_> = snapshot.busy.iter().filter(|b| may_take(&b.id, &b.skills)).collect();
+                let busy: Vec<_> = snapshot.busy.iter().filter(|b| counts_for(&b.id)).collect();
                 self.predictive(&campaign, &spec, &load, eligible, &busy).await?
             } else {
                 self.progressive(&campaign, &spec, &load, eligible).await?
@@ -155,6 +162,11 @@ impl Scheduler {
                 continue;
             }
             let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now()).await?;
+            if claims.len() < allowed {
+                self.dry.insert(campaign.id, now);
+            } else {
+                self.dry.remove(&campaign.id);
+            }
             if report.dnc + report.outside_window + report.number_busy > 0 {
                 tracing::debug!(campaign.id = %campaign.id, ?report, "leads skipped at claim");
             }
@@ -170,6 +182,32 @@ impl Scheduler {
             .expect("pacing board")
             .retain(|id, _| live.contains(id));
         Ok(placed)
+    }
+
+    /// Which dialling campaign each logged-in operator counts for (`dialer::share`).
+    fn share(&mut self, running: &[Campaign], snapshot: &Snapshot) -> Shares {
+        self.dry.retain(|_, at| at.elapsed() < DRY_FOR);
+        let takers: Vec<Taker> = running
+            .iter()
+            .filter(|c| c.spec.pacing.mode != PacingMode::Preview)
+            .map(|c| Taker {
+                id: c.id,
+                spec: &c.spec,
+                dry: self.dry.contains_key(&c.id),
+            })
+            .collect();
+        let ready = snapshot.ready.iter().map(|r| Member {
+            id: r.id,
+            skills: &r.skills,
+            busy: false,
+        });
+        let busy = snapshot.busy.iter().map(|b| Member {
+            id: b.id,
+            skills: &b.skills,
+            busy: true,
+        });
+        self.shares = share(&takers, ready.chain(busy), &self.shares);
+        self.shares.clone()
     }
 
     /// Progressive pacing: ready operators × ratio, minus calls ringing.
@@ -244,10 +282,12 @@ impl Scheduler {
 
     fn pacer(&mut self, campaign: CampaignId, spec: &CampaignSpec) -> &mut Predictive {
         let params = pacing_params(spec);
-        let (pacer, seen) = self
-            .pacers
-            .entry(campaign)
-            .or_insert_with(|| (Predictive::new(params, Priors::default()), Instant::now()));
+        let (pacer, seen) = self.pacers.entry(campaign).or_insert_with(|| {
+            (
+                Predictive::new(params, Priors::with_wrap_up(f64::from(spec.wrap_up_secs))),
+                Instant::now(),
+            )
+        });
         pacer.set_params(params);
         *seen = Instant::now();
         pacer
@@ -334,9 +374,7 @@ impl Scheduler {
     ) -> anyhow::Result<usize> {
         let mut count = 0;
         for op in &snapshot.ready {
-            let eligible = (spec.operators.is_empty() || spec.operators.contains(&op.id))
-                && spec.skills.iter().all(|s| op.skills.contains(s));
-            if !eligible || offered.contains(&op.id) {
+            if !spec.may_take(op.id, &op.skills) || offered.contains(&op.id) {
                 continue;
             }
             let until = Utc::now() + chrono::Duration::seconds(i64::from(spec.preview.reservation_secs));

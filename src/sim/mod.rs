@@ -182,7 +182,7 @@ pub fn run(sc: &Scenario, pop: &Population, limits: &Limits, kind: PolicyKind, s
         PolicyKind::Progressive => Box::new(Progressive::new(1.0, limits.target_abandon_rate)),
         PolicyKind::Ratio(r) => Box::new(Progressive::new(r, limits.target_abandon_rate)),
         PolicyKind::VicidialAdapt => Box::new(VicidialAdapt::new(AdaptMode::HardLimit)),
-        PolicyKind::Predictive => Box::new(Ours::predictive(params)),
+        PolicyKind::Predictive => Box::new(Ours::predictive(params, pop.wrap_secs)),
         PolicyKind::Oracle => Box::new(Ours::oracle(params, truth.at(sc.hit_rate(0.0)))),
     };
     let mut sim = Sim::new(sc, pop, limits, seed);

@@ -86,9 +86,10 @@ pub struct Ours {
 }
 
 impl Ours {
-    pub fn predictive(params: Params) -> Ours {
+    /// Starts from the default priors, with the wrap-up the campaign sets (as the scheduler does).
+    pub fn predictive(params: Params, wrap_up_secs: f64) -> Ours {
         Ours {
-            pacer: Predictive::new(params, Priors::default()),
+            pacer: Predictive::new(params, Priors::with_wrap_up(wrap_up_secs)),
             oracle: false,
         }
     }

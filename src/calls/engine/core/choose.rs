@@ -22,7 +22,7 @@ pub fn choose_operator<'a>(
     preferred: Option<OperatorId>,
     last: Option<OperatorId>,
 ) -> Option<OperatorId> {
-    let mut eligible: Vec<Candidate<'a>> = candidates.filter(|c| super::eligible(spec, c.id, c.skills)).collect();
+    let mut eligible: Vec<Candidate<'a>> = candidates.filter(|c| spec.may_take(c.id, c.skills)).collect();
     if let Some(p) = preferred.filter(|p| eligible.iter().any(|c| c.id == *p)) {
         return Some(p);
     }

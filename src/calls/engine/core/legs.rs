@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{
-    eligible, Action, Answer, AriFail, AriOp, AriReply, Change, CommandError, Core, CreateFail, NewAttempt, Now,
-    Observation, PacingOutcome, ReplyTo, Report, SessionState, SingleCall, Write,
+    Action, Answer, AriFail, AriOp, AriReply, Change, CommandError, Core, CreateFail, NewAttempt, Now, Observation,
+    PacingOutcome, ReplyTo, Report, SessionState, SingleCall, Write,
 };
 use crate::ari::models::ChannelState;
 use crate::ari::{Event, EventKind};
@@ -1421,7 +1421,7 @@ impl Core {
                     s.state,
                     SessionState::Paused | SessionState::Calling { .. } | SessionState::Joining
                 )
-                && eligible(spec, s.info.id, &s.info.skills)
+                && spec.may_take(s.info.id, &s.info.skills)
         })
     }
 
@@ -1469,7 +1469,7 @@ impl Core {
             .values()
             .filter(|l| !l.preassigned() && !l.tried.contains(&op))
             .filter_map(|l| match l.state {
-                LegState::Waiting { answered, .. } if eligible(&l.call.spec, op, &skills) => {
+                LegState::Waiting { answered, .. } if l.call.spec.may_take(op, &skills) => {
                     Some((answered, l.call.attempt))
                 }
                 _ => None,

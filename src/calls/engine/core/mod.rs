@@ -971,9 +971,3 @@ impl Recent {
         self.set.contains(attempt)
     }
 }
-
-/// A session may take a campaign's calls: assigned to it (or the campaign names nobody) and
-/// holding every skill it needs.
-pub fn eligible(spec: &CampaignSpec, operator: OperatorId, skills: &[String]) -> bool {
-    (spec.operators.is_empty() || spec.operators.contains(&operator)) && spec.skills.iter().all(|k| skills.contains(k))
-}
