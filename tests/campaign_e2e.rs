@@ -130,10 +130,6 @@ async fn lead_states(server: &Server) -> HashMap<String, (String, i32, Option<Da
         .collect()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::test]
 async fn a_mixed_campaign_runs_to_completion_with_the_right_outcomes() {
     let _serial = SERIAL.lock().await;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
+use obzvon::sim::Population;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -35,16 +36,14 @@ const TARGET: f64 = 0.03;
 fn lead_number(i: usize, rng: &mut StdRng) -> String {
     let (behaviour, ring, talk) = if rng.random::<f64>() < LIVE {
         // A person answers 2 s + Gamma(3, 3 s) after the dial (before the timeout) and talks
-        // lognormal, mean TALK_MEAN_SECS, coefficient of variation 1.
-        let gamma: f64 = (0..3).map(|_| -(1.0 - rng.random::<f64>()).ln() * 3.0).sum();
-        let ring = (2.0 + gamma).round().min(f64::from(DIAL_TIMEOUT_SECS) - 1.0);
-        let sigma2 = 2f64.ln();
-        let mu = TALK_MEAN_SECS.ln() - sigma2 / 2.0;
-        let z: f64 = {
-            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        // lognormal, mean TALK_MEAN_SECS, coefficient of variation 1: the simulator's draws.
+        let people = Population {
+            talk_mean_secs: TALK_MEAN_SECS,
+            dial_timeout_secs: f64::from(DIAL_TIMEOUT_SECS) - 1.0,
+            ..Population::default()
         };
-        let talk = (mu + sigma2.sqrt() * z).exp().round().clamp(1.0, 99.0);
+        let ring = people.answer_after(rng).round();
+        let talk = people.talk_time(rng).round().clamp(1.0, 99.0);
         (1, ring as u8, talk as u8)
     } else if rng.random::<f64>() < BUSY {
         (2, rng.random_range(2..=6), 0)
@@ -52,10 +51,6 @@ fn lead_number(i: usize, rng: &mut StdRng) -> String {
         (3, 0, 0)
     };
     format!("+79{i:04}{behaviour}{ring:02}{talk:02}")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Call {

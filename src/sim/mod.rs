@@ -57,7 +57,7 @@ impl Default for Population {
 
 impl Population {
     /// When a person answers, after the dial.
-    fn answer_after(&self, rng: &mut StdRng) -> f64 {
+    pub fn answer_after(&self, rng: &mut StdRng) -> f64 {
         let g: f64 = (0..self.answer_shape).map(|_| -(1.0 - rng.random::<f64>()).ln()).sum();
         (self.answer_min_secs + g * self.answer_scale_secs).min(self.dial_timeout_secs)
     }
@@ -74,7 +74,8 @@ impl Population {
         }
     }
 
-    fn talk_time(&self, rng: &mut StdRng) -> f64 {
+    /// How long a person talks.
+    pub fn talk_time(&self, rng: &mut StdRng) -> f64 {
         let sigma2 = (1.0 + self.talk_cv * self.talk_cv).ln();
         let mu = self.talk_mean_secs.ln() - sigma2 / 2.0;
         (mu + sigma2.sqrt() * standard_normal(rng)).exp()

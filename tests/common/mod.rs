@@ -66,6 +66,11 @@ pub fn number(behaviour: u8, ring_secs: u8, talk_secs: u8) -> String {
     format!("+79{free:04}{behaviour}{ring_secs:02}{talk_secs:02}")
 }
 
+/// The `p` quantile (0–1) of sorted figures, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 pub fn trunk_endpoint(number: &str) -> String {
     format!("PJSIP/{number}@trunk")
 }
