@@ -47,6 +47,25 @@ async fn bad_campaign_settings_get_422_naming_the_field_and_change_nothing() {
     assert_eq!(status, 422, "{body}");
     assert!(body["message"].as_str().unwrap().contains("max_atempts"));
 
+    // A NUL byte and an overlong name were a 500 (PostgreSQL refuses both): now a 422.
+    let (status, body) = server
+        .call(Method::POST, "/campaigns", Some(valid_campaign("nul\u{0}name")))
+        .await;
+    assert_eq!((status, fields(&body)), (422, vec!["name".to_owned()]), "{body}");
+    let (status, body) = server
+        .call(Method::POST, "/campaigns", Some(valid_campaign(&"n".repeat(100_000))))
+        .await;
+    assert_eq!((status, fields(&body)), (422, vec!["name".to_owned()]), "{body}");
+    let mut typed = valid_campaign("typed");
+    typed["max_attempts"] = json!("three");
+    let (status, body) = server.call(Method::POST, "/campaigns", Some(typed)).await;
+    assert_eq!(
+        (status, fields(&body)),
+        (422, vec!["max_attempts".to_owned()]),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("u32"), "no Rust type names: {body}");
+
     let raw = server
         .http
         .post(format!("{}/campaigns", server.base))

@@ -203,6 +203,61 @@ impl FieldError {
     }
 }
 
+/// Longest text each field takes, in characters (the README lists them).
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_TRUNK_CHARS: usize = 200;
+pub const MAX_CALLER_ID_CHARS: usize = 64;
+pub const MAX_TIMEZONE_CHARS: usize = 64;
+pub const MAX_REGION_CHARS: usize = 8;
+pub const MAX_MEDIA_CHARS: usize = 500;
+pub const MAX_SKILL_CHARS: usize = 64;
+
+/// What is wrong with a one-line text field, if anything: control characters (a NUL byte, a
+/// newline, an escape) have no place in names, endpoints or numbers, and every field is bounded.
+pub fn text_problem(value: &str, max_chars: usize) -> Option<String> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "contains a control character (U+{:04X}); use printable text on one line",
+            u32::from(c)
+        ));
+    }
+    let n = value.chars().count();
+    (n > max_chars).then(|| format!("too long: {n} characters, at most {max_chars}"))
+}
+
+/// A JSON decoding message in words a supervisor reads, without the Rust type names serde puts
+/// in it (`u32`, `f64`, `struct CampaignSpec`).
+pub fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected an object"),
+        ("expected a string", "expected text in quotes"),
+        ("integer `", "the number `"),
+    ];
+    let mut out = message.to_owned();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    // "expected struct CampaignSpec" and the like.
+    while let Some(at) = out.find("struct ") {
+        let end = out[at + 7..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| at + 7 + e);
+        out.replace_range(at..end, "an object");
+    }
+    out
+}
+
 /// Keys an operator phone uses outside dispositions (see operators::session).
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
 
@@ -220,13 +275,40 @@ impl CampaignSpec {
             // serde_path_to_error writes an unnamed map key as `?`.
             let path = e.path().to_string().replace(".?", "");
             let field = if path == "." { "body".to_owned() } else { path };
-            vec![FieldError::new(field, e.into_inner().to_string())]
+            vec![FieldError::new(field, plain_words(&e.into_inner().to_string()))]
         })
     }
 
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut bad = |field: &str, message: &str| errors.push(FieldError::new(field, message));
+        let skills: Vec<(String, &str, usize)> = self
+            .skills
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("skills[{i}]"), k.as_str(), MAX_SKILL_CHARS))
+            .collect();
+        let texts = [
+            ("name".to_owned(), self.name.as_str(), MAX_NAME_CHARS),
+            ("trunk".to_owned(), self.trunk.as_str(), MAX_TRUNK_CHARS),
+            ("caller_id".to_owned(), self.caller_id.as_str(), MAX_CALLER_ID_CHARS),
+            ("timezone".to_owned(), self.timezone.as_str(), MAX_TIMEZONE_CHARS),
+            (
+                "default_region".to_owned(),
+                self.default_region.as_str(),
+                MAX_REGION_CHARS,
+            ),
+            (
+                "abandon_message".to_owned(),
+                self.abandon_message.as_str(),
+                MAX_MEDIA_CHARS,
+            ),
+        ];
+        for (field, value, max) in texts.iter().chain(&skills) {
+            if let Some(message) = text_problem(value, *max) {
+                bad(field, &message);
+            }
+        }
         if self.name.trim().is_empty() {
             bad("name", "required");
         }
@@ -347,6 +429,42 @@ mod tests {
         assert_eq!(spec.pacing.mode, PacingMode::Progressive);
         assert_eq!(spec.connect_limit_ms, 2000);
         assert_eq!(spec.disposition_keys["1"], AttemptResult::Success);
+    }
+
+    #[test]
+    fn control_characters_and_overlong_text_are_refused_with_the_field_named() {
+        let mut v = valid();
+        v["name"] = json!("Autumn\u{0}");
+        v["caller_id"] = json!("7495\n0000000");
+        v["trunk"] = json!(format!("PJSIP/{{number}}@{}", "t".repeat(MAX_TRUNK_CHARS)));
+        v["skills"] = json!(["ru", "x\u{1b}"]);
+        let errors = CampaignSpec::from_json(v).unwrap().validate().unwrap_err();
+        assert_eq!(fields(errors.clone()), ["name", "trunk", "caller_id", "skills[1]"]);
+        assert!(errors[0].message.contains("U+0000"), "{errors:?}");
+        assert!(errors[1].message.contains("at most 200"), "{errors:?}");
+        // Printable text at the limit is fine, whatever the script.
+        let mut v = valid();
+        v["name"] = json!("Осень ".repeat(MAX_NAME_CHARS / 6));
+        CampaignSpec::from_json(v).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn decoding_errors_speak_of_numbers_and_lists_not_rust_types() {
+        for (field, value, words) in [
+            ("max_attempts", json!("three"), "a whole number"),
+            ("max_abandon_rate", json!([1]), "a number"),
+            ("skills", json!("ru"), "a list"),
+            ("pacing", json!(3), "an object"),
+        ] {
+            let mut v = valid();
+            v[field] = value;
+            let e = CampaignSpec::from_json(v).unwrap_err();
+            let message = &e[0].message;
+            assert!(message.contains(words), "{field}: {message}");
+            for rust in ["u32", "f64", "struct ", "Vec<"] {
+                assert!(!message.contains(rust), "{field}: {message}");
+            }
+        }
     }
 
     #[test]
