@@ -953,24 +953,16 @@ async fn two_campaigns_sharing_one_operator_count_them_once_and_take_turns() {
     let mut phones = Vec::new();
     for name in ["share-a", "share-b"] {
         let numbers: Vec<String> = (0..3).map(|_| number(1, 2, 4)).collect();
-        let c = server
-            .post(
-                "/campaigns",
+        let id = server
+            .campaign_with_leads(
                 campaign_body(
                     name,
                     json!({"pacing": {"mode": "progressive", "ratio": 3.0}, "connect_limit_ms": 1000,
                            "retry_delays_secs": {}, "max_abandon_rate": 1.0}),
                 ),
-            )
-            .await;
-        let id = c["id"].as_str().unwrap().to_owned();
-        let (status, report) = server
-            .post_csv(
-                &format!("/campaigns/{id}/leads"),
                 format!("phone\n{}\n", numbers.join("\n")),
             )
             .await;
-        assert_eq!(status, 200, "{report}");
         ids.push(id);
         phones.push(numbers);
     }

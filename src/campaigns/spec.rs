@@ -282,31 +282,22 @@ impl CampaignSpec {
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut bad = |field: &str, message: &str| errors.push(FieldError::new(field, message));
-        let skills: Vec<(String, &str, usize)> = self
-            .skills
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (format!("skills[{i}]"), k.as_str(), MAX_SKILL_CHARS))
-            .collect();
         let texts = [
-            ("name".to_owned(), self.name.as_str(), MAX_NAME_CHARS),
-            ("trunk".to_owned(), self.trunk.as_str(), MAX_TRUNK_CHARS),
-            ("caller_id".to_owned(), self.caller_id.as_str(), MAX_CALLER_ID_CHARS),
-            ("timezone".to_owned(), self.timezone.as_str(), MAX_TIMEZONE_CHARS),
-            (
-                "default_region".to_owned(),
-                self.default_region.as_str(),
-                MAX_REGION_CHARS,
-            ),
-            (
-                "abandon_message".to_owned(),
-                self.abandon_message.as_str(),
-                MAX_MEDIA_CHARS,
-            ),
+            ("name", &self.name, MAX_NAME_CHARS),
+            ("trunk", &self.trunk, MAX_TRUNK_CHARS),
+            ("caller_id", &self.caller_id, MAX_CALLER_ID_CHARS),
+            ("timezone", &self.timezone, MAX_TIMEZONE_CHARS),
+            ("default_region", &self.default_region, MAX_REGION_CHARS),
+            ("abandon_message", &self.abandon_message, MAX_MEDIA_CHARS),
         ];
-        for (field, value, max) in texts.iter().chain(&skills) {
-            if let Some(message) = text_problem(value, *max) {
+        for (field, value, max) in texts {
+            if let Some(message) = text_problem(value, max) {
                 bad(field, &message);
+            }
+        }
+        for (i, skill) in self.skills.iter().enumerate() {
+            if let Some(message) = text_problem(skill, MAX_SKILL_CHARS) {
+                bad(&format!("skills[{i}]"), &message);
             }
         }
         if self.name.trim().is_empty() {

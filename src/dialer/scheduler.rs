@@ -176,6 +176,7 @@ impl Scheduler {
                 self.engine.dial(c);
             }
         }
+        self.shares = shares;
         let live: HashSet<CampaignId> = self.board_keys();
         self.board
             .write()
@@ -184,7 +185,8 @@ impl Scheduler {
         Ok(placed)
     }
 
-    /// Which dialling campaign each logged-in operator counts for (`dialer::share`).
+    /// Which dialling campaign each logged-in operator counts for this round (`dialer::share`),
+    /// from the last round's share.
     fn share(&mut self, running: &[Campaign], snapshot: &Snapshot) -> Shares {
         self.dry.retain(|_, at| at.elapsed() < DRY_FOR);
         let takers: Vec<Taker> = running
@@ -206,8 +208,7 @@ impl Scheduler {
             skills: &b.skills,
             busy: true,
         });
-        self.shares = share(&takers, ready.chain(busy), &self.shares);
-        self.shares.clone()
+        share(&takers, ready.chain(busy), &self.shares)
     }
 
     /// Progressive pacing: ready operators × ratio, minus calls ringing.

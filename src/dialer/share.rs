@@ -44,7 +44,8 @@ pub type Shares = HashMap<OperatorId, Counted>;
 /// This round's share, from the last one.
 pub fn share<'a>(takers: &[Taker], members: impl IntoIterator<Item = Member<'a>>, last: &Shares) -> Shares {
     let mut counts = vec![0usize; takers.len()];
-    let mut out = Shares::new();
+    // (operator, busy now, index of the taker they count for)
+    let mut picks: Vec<(OperatorId, bool, usize)> = Vec::new();
     let mut open: Vec<(Member, Vec<usize>, Option<CampaignId>)> = Vec::new();
     for m in members {
         let may: Vec<usize> = (0..takers.len())
@@ -62,13 +63,7 @@ pub fn share<'a>(takers: &[Taker], members: impl IntoIterator<Item = Member<'a>>
         match kept {
             Some(i) => {
                 counts[i] += 1;
-                out.insert(
-                    m.id,
-                    Counted {
-                        campaign: takers[i].id,
-                        busy: m.busy,
-                    },
-                );
+                picks.push((m.id, m.busy, i));
             }
             None => open.push((m, may, before.map(|b| b.campaign))),
         }
@@ -82,15 +77,20 @@ pub fn share<'a>(takers: &[Taker], members: impl IntoIterator<Item = Member<'a>>
             continue;
         };
         counts[pick] += 1;
-        out.insert(
-            m.id,
-            Counted {
-                campaign: takers[pick].id,
-                busy: m.busy,
-            },
-        );
+        picks.push((m.id, m.busy, pick));
     }
-    out
+    picks
+        .into_iter()
+        .map(|(op, busy, i)| {
+            (
+                op,
+                Counted {
+                    campaign: takers[i].id,
+                    busy,
+                },
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -121,6 +121,10 @@ mod tests {
         })
     }
 
+    fn taker(id: CampaignId, spec: &CampaignSpec, dry: bool) -> Taker<'_> {
+        Taker { id, spec, dry }
+    }
+
     fn counts(shares: &Shares, id: CampaignId) -> usize {
         shares.values().filter(|c| c.campaign == id).count()
     }
@@ -130,18 +134,7 @@ mod tests {
         let team = ops(10);
         let (a, b) = (spec(&[], &[]), spec(&[], &[]));
         let (ia, ib) = (CampaignId::new(), CampaignId::new());
-        let takers = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: false,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: false,
-            },
-        ];
+        let takers = [taker(ia, &a, false), taker(ib, &b, false)];
         let shares = share(&takers, ready(&team), &Shares::new());
         assert_eq!(shares.len(), 10);
         assert_eq!((counts(&shares, ia), counts(&shares, ib)), (5, 5));
@@ -155,18 +148,7 @@ mod tests {
         // `a` may use only team[0]; `b` anyone with the skill "ru", which all but team[5] have.
         let (a, b) = (spec(&team[..1], &[]), spec(&[], &["ru"]));
         let (ia, ib) = (CampaignId::new(), CampaignId::new());
-        let takers = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: false,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: false,
-            },
-        ];
+        let takers = [taker(ia, &a, false), taker(ib, &b, false)];
         let ru = ["ru".to_owned()];
         let members = team.iter().map(|o| Member {
             id: *o,
@@ -184,18 +166,7 @@ mod tests {
         let team = ops(1);
         let (a, b) = (spec(&[], &[]), spec(&[], &[]));
         let (ia, ib) = (CampaignId::new(), CampaignId::new());
-        let takers = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: false,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: false,
-            },
-        ];
+        let takers = [taker(ia, &a, false), taker(ib, &b, false)];
         let member = |busy| Member {
             id: team[0],
             skills: &[],
@@ -220,11 +191,7 @@ mod tests {
         let team = ops(4);
         let (a, b) = (spec(&[], &[]), spec(&[], &[]));
         let (ia, ib) = (CampaignId::new(), CampaignId::new());
-        let only_a = [Taker {
-            id: ia,
-            spec: &a,
-            dry: false,
-        }];
+        let only_a = [taker(ia, &a, false)];
         let busy = |team: &[OperatorId]| {
             team.iter()
                 .map(|o| Member {
@@ -236,18 +203,7 @@ mod tests {
         };
         let shares = share(&only_a, busy(&team), &Shares::new());
         assert_eq!(counts(&shares, ia), 4);
-        let both = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: false,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: false,
-            },
-        ];
+        let both = [taker(ia, &a, false), taker(ib, &b, false)];
         // Still on their calls: they stay where they are.
         let shares = share(&both, busy(&team), &shares);
         assert_eq!(counts(&shares, ia), 4);
@@ -261,34 +217,12 @@ mod tests {
         let team = ops(4);
         let (a, b) = (spec(&[], &[]), spec(&team[..1], &[]));
         let (ia, ib) = (CampaignId::new(), CampaignId::new());
-        let takers = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: true,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: false,
-            },
-        ];
+        let takers = [taker(ia, &a, true), taker(ib, &b, false)];
         let shares = share(&takers, ready(&team), &Shares::new());
         assert_eq!(shares.get(&team[0]).map(|c| c.campaign), Some(ib));
         assert_eq!(counts(&shares, ia), 3, "the others only `a` may use: {shares:?}");
         // Both dry: as if neither were.
-        let takers = [
-            Taker {
-                id: ia,
-                spec: &a,
-                dry: true,
-            },
-            Taker {
-                id: ib,
-                spec: &b,
-                dry: true,
-            },
-        ];
+        let takers = [taker(ia, &a, true), taker(ib, &b, true)];
         let shares = share(&takers, ready(&team), &Shares::new());
         assert_eq!(shares.len(), 4);
     }

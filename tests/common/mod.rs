@@ -568,12 +568,18 @@ impl Rest {
 
     /// Creates a campaign, imports `csv` into it and starts it; returns its id.
     pub async fn running_campaign(&self, body: serde_json::Value, csv: String) -> String {
+        let id = self.campaign_with_leads(body, csv).await;
+        self.post(&format!("/campaigns/{id}/start"), serde_json::json!({}))
+            .await;
+        id
+    }
+
+    /// Creates a campaign and imports its leads (CSV), without starting it.
+    pub async fn campaign_with_leads(&self, body: serde_json::Value, csv: String) -> String {
         let campaign = self.post("/campaigns", body).await;
         let id = campaign["id"].as_str().unwrap().to_owned();
         let (status, report) = self.post_csv(&format!("/campaigns/{id}/leads"), csv).await;
         assert_eq!(status, 200, "{report}");
-        self.post(&format!("/campaigns/{id}/start"), serde_json::json!({}))
-            .await;
         id
     }
 
