@@ -169,6 +169,8 @@ impl App {
             engine,
             placer: placer.clone(),
             pacing,
+            bodies: api::Bodies::new(&settings.http),
+            private_webhooks: settings.webhooks.allow_private_targets,
         };
         let api = api::router(api_state);
         let requests = RequestConsumer::new(placer, settings.amqp.url.clone(), settings.amqp.request_queue.clone());

@@ -65,6 +65,9 @@ pub struct WebhookSettings {
     pub backoff_max_secs: f64,
     /// Per POST.
     pub timeout_secs: u64,
+    /// Allow subscriptions to loopback, private and link-local addresses (a receiver on the
+    /// same box or LAN). Off: only public addresses, checked after DNS and on redirects.
+    pub allow_private_targets: bool,
 }
 
 /// Defaults for single calls that name no campaign (click-to-call).
@@ -129,6 +132,18 @@ pub struct HttpSettings {
     #[serde(default)]
     pub ops_listen: Option<SocketAddr>,
     pub shutdown_grace_secs: u64,
+    /// Largest JSON body of an ordinary request.
+    pub max_body_bytes: usize,
+    /// Largest lead import: a JSON array is read whole (`max_json_import_bytes`), a CSV file
+    /// is spooled to a temporary file first (`max_import_bytes`).
+    pub max_json_import_bytes: usize,
+    pub max_import_bytes: u64,
+    /// A request body that sends nothing for this long, or is not complete after
+    /// `body_total_secs`, is refused (408); no database connection is held meanwhile.
+    pub body_idle_secs: u64,
+    pub body_total_secs: u64,
+    /// Lead imports receiving at once; one more is refused with 503 until one ends.
+    pub max_concurrent_imports: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,7 +211,16 @@ fn defaults() -> serde_json::Value {
             "fault_duplicate_percent": 0.0,
             "fault_reorder_percent": 0.0,
         },
-        "http": { "listen": "127.0.0.1:8080", "shutdown_grace_secs": 60 },
+        "http": {
+            "listen": "127.0.0.1:8080",
+            "shutdown_grace_secs": 60,
+            "max_body_bytes": 1024 * 1024,
+            "max_json_import_bytes": 32 * 1024 * 1024,
+            "max_import_bytes": 256u64 * 1024 * 1024,
+            "body_idle_secs": 15,
+            "body_total_secs": 600,
+            "max_concurrent_imports": 8,
+        },
         "amqp": {
             "url": "amqp://guest:guest@127.0.0.1:5672/%2f",
             "events_exchange": "outbound.call.events",
@@ -210,7 +234,8 @@ fn defaults() -> serde_json::Value {
             "dial_timeout_secs": 30,
             "default_region": "RU",
         },
-        "webhooks": { "max_tries": 8, "backoff_secs": 2.0, "backoff_max_secs": 300.0, "timeout_secs": 5 },
+        "webhooks": { "max_tries": 8, "backoff_secs": 2.0, "backoff_max_secs": 300.0, "timeout_secs": 5,
+            "allow_private_targets": false },
         "engine": {
             "journal_dir": "/var/lib/obzvon/journal",
             "abandon_margin_ms": 300,
@@ -300,6 +325,18 @@ impl Settings {
         }
         if crate::phone::Region::parse(&self.dialer.default_region).is_err() {
             problems.push("dialer.default_region must be an ISO region such as RU".to_owned());
+        }
+        let h = &self.http;
+        if h.max_body_bytes < 1024 || h.max_json_import_bytes < 1024 || h.max_import_bytes < 1024 {
+            problems.push(
+                "http.max_body_bytes, max_json_import_bytes and max_import_bytes must be at least 1024".to_owned(),
+            );
+        }
+        if h.body_idle_secs == 0 || h.body_idle_secs > h.body_total_secs {
+            problems.push("http.body_idle_secs must be at least 1 and not above http.body_total_secs".to_owned());
+        }
+        if h.max_concurrent_imports == 0 {
+            problems.push("http.max_concurrent_imports must be at least 1".to_owned());
         }
         let e = &self.engine;
         if e.journal_dir.as_os_str().is_empty() {

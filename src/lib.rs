@@ -23,3 +23,4 @@ pub mod phone;
 pub mod reports;
 pub mod sim;
 pub mod telemetry;
+pub mod text;

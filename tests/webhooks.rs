@@ -1,6 +1,7 @@
 //! Webhooks against a running `obzvon serve` and real HTTP receivers in this process: every
 //! event POSTed with a signature the receiver can check, a failing receiver retried with backoff
-//! until it answers, and a dead one given up after `max_tries` with the failure visible.
+//! until it answers, and a dead one given up after `max_tries` with the failure visible;
+//! inward targets refused unless allowed, and credentials kept out of URLs, answers and logs.
 
 mod common;
 
@@ -62,6 +63,8 @@ async fn events_are_posted_signed_retried_and_given_up_after_the_bound() {
         s.webhooks.backoff_secs = 0.3;
         s.webhooks.backoff_max_secs = 1.0;
         s.webhooks.timeout_secs = 2;
+        // The receivers are in this process, on loopback.
+        s.webhooks.allow_private_targets = true;
     })
     .await;
 
@@ -201,5 +204,148 @@ async fn events_are_posted_signed_retried_and_given_up_after_the_bound() {
         3,
         "a deleted subscription gets nothing"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inward_targets_are_refused_and_credentials_never_shown() {
+    let db = TestDb::create().await;
+    obzvon::db::migrate(&db.pool().await).await.unwrap();
+    let server = Server::start_custom(db, "obzvon-test-webhooks2", |s| {
+        s.webhooks.max_tries = 1;
+        s.webhooks.timeout_secs = 2;
+    })
+    .await;
+    // Loopback (the database, the broker, ARI), private, link-local (cloud metadata), CGNAT,
+    // unspecified, IPv6 loopback and IPv4-mapped forms, and a name that resolves inward.
+    for url in [
+        "http://127.0.0.1:5432/",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.1.1/",
+        "http://0.0.0.0:8088/ari",
+        "http://[::1]:15672/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost:5672/",
+    ] {
+        let (status, answer) = server
+            .call(reqwest::Method::POST, "/webhooks", Some(json!({ "url": url })))
+            .await;
+        assert_eq!(status, 422, "{url}: {answer}");
+        assert_eq!(answer["fields"][0]["field"], "url");
+        assert!(
+            answer["message"].as_str().unwrap().contains("allow_private_targets"),
+            "{answer}"
+        );
+    }
+    assert!(server.get("/webhooks").await.as_array().unwrap().is_empty());
+
+    // A subscription made while private targets were allowed (or a name that now points
+    // inward) is refused at delivery time too: the receiver gets nothing.
+    let (receiver, url) = start_receiver(0).await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/hook")
+        .to_owned();
+    for target in [url.clone(), format!("http://localhost:{port}/hook")] {
+        sqlx::query("INSERT INTO webhooks (id, url, secret) VALUES ($1, $2, 'a-secret-of-the-crm-0123')")
+            .bind(uuid::Uuid::new_v4())
+            .bind(&target)
+            .execute(&server.pool)
+            .await
+            .unwrap();
+    }
+    let campaign = server
+        .post(
+            "/campaigns",
+            json!({"name": "inward", "trunk": "PJSIP/{number}@trunk", "caller_id": "1"}),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap();
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    wait_until("both deliveries are given up", Duration::from_secs(15), || {
+        let pool = server.pool.clone();
+        async move {
+            let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            failed == 2
+        }
+    })
+    .await;
+    let errors: Vec<String> = sqlx::query_scalar("SELECT last_error FROM webhook_deliveries ORDER BY id")
+        .fetch_all(&server.pool)
+        .await
+        .unwrap();
+    assert!(errors[0].contains("not a public address"), "{errors:?}");
+    assert!(errors[1].contains("no public address"), "{errors:?}");
+    assert!(receiver.posts.lock().unwrap().is_empty());
+    server.stop().await;
+
+    // With private targets allowed, credentials in a URL are kept apart: sent as basic auth,
+    // never in GET /webhooks, the audit log or a delivery error.
+    let db = TestDb::create().await;
+    obzvon::db::migrate(&db.pool().await).await.unwrap();
+    let server = Server::start_custom(db, "obzvon-test-webhooks3", |s| {
+        s.webhooks.allow_private_targets = true;
+        s.webhooks.max_tries = 1;
+    })
+    .await;
+    let (receiver, url) = start_receiver(0).await;
+    let with_credentials = url.replace("http://", "http://crm:pa%3Ass@");
+    let hook = server.post("/webhooks", json!({ "url": with_credentials })).await;
+    assert_eq!(hook["url"], url.as_str(), "{hook}");
+    assert_eq!(hook["basic_auth"], true);
+    let dead = server
+        .post(
+            "/webhooks",
+            json!({ "url": "http://crm:pa%3Ass@127.0.0.1:1/hook?token=t0ken" }),
+        )
+        .await;
+    let campaign = server
+        .post(
+            "/campaigns",
+            json!({"name": "credentials", "trunk": "PJSIP/{number}@trunk", "caller_id": "1"}),
+        )
+        .await;
+    let id = campaign["id"].as_str().unwrap();
+    server.post(&format!("/campaigns/{id}/start"), json!({})).await;
+    wait_until("the receiver gets the event", Duration::from_secs(15), || {
+        let receiver = receiver.clone();
+        async move { !receiver.posts.lock().unwrap().is_empty() }
+    })
+    .await;
+    let (headers, _, _) = receiver.posts.lock().unwrap()[0].clone();
+    use base64::Engine as _;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("crm:pa:ss")
+    );
+    assert_eq!(headers["authorization"].to_str().unwrap(), expected);
+    let dead_id = dead["id"].as_str().unwrap().to_owned();
+    wait_until("the dead receiver is given up", Duration::from_secs(15), || {
+        let server = &server;
+        let dead_id = dead_id.clone();
+        async move {
+            let failed = server
+                .get(&format!("/webhooks/{dead_id}/deliveries?status=failed"))
+                .await;
+            !failed.as_array().unwrap().is_empty()
+        }
+    })
+    .await;
+    let failed = server.get(&format!("/webhooks/{dead_id}/deliveries")).await;
+    let shown = format!("{} {failed} {}", server.get("/webhooks").await, hook);
+    let audit: Vec<Value> = sqlx::query_scalar("SELECT to_jsonb(audit_log) FROM audit_log")
+        .fetch_all(&server.pool)
+        .await
+        .unwrap();
+    for text in [shown, format!("{audit:?}")] {
+        assert!(!text.contains("pa%3Ass") && !text.contains("pa:ss"), "{text}");
+    }
+    // A delivery error names no URL at all (its query may hold a token).
+    assert!(!failed.to_string().contains("t0ken"), "{failed}");
     server.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: campaigns, leads, DNC, operators and their sessions,
 //! attempts and dispositions. Handlers parse and check input, then call the domain modules.
 
+pub mod body;
 pub mod error;
 pub mod reports;
 pub mod webhooks;
@@ -8,13 +9,12 @@ pub mod webhooks;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use body::{Bodies, JsonBody};
 pub use error::ApiError;
 
 use crate::auth::{Actor, AuthState, ScopeTable};
@@ -38,9 +39,6 @@ use crate::leads::{dnc, store as leads, LeadState};
 use crate::operators::store::{self as operators, OperatorError, OperatorInput};
 use crate::phone::{PhoneNumber, Region};
 
-/// Largest JSON body (a JSON lead import is read whole; CSV is streamed without a limit).
-const JSON_LIMIT: usize = 32 * 1024 * 1024;
-
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
@@ -49,6 +47,10 @@ pub struct ApiState {
     pub placer: Placer,
     /// Predictive campaigns' last pacing decisions.
     pub pacing: crate::dialer::scheduler::PacingBoard,
+    /// Body limits and import slots.
+    pub bodies: Bodies,
+    /// `[webhooks] allow_private_targets`.
+    pub private_webhooks: bool,
 }
 
 /// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:
@@ -100,6 +102,8 @@ pub fn router(state: ApiState) -> Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        .fallback(|| async { ApiError::NotFound("no such route; the API is described at /api/v1/openapi.json".into()) })
+        .layer(axum::middleware::from_fn(body::json_errors))
         .with_state(state)
 }
 
@@ -176,13 +180,7 @@ fn json_body(body: &[u8]) -> ApiResult<Value> {
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: Value) -> ApiResult<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = match e.path().to_string() {
-            p if p == "." => "body".to_owned(),
-            p => p,
-        };
-        ApiError::invalid(&field, e.into_inner().to_string())
-    })
+    crate::text::decode(value).map_err(|e| ApiError::Invalid(vec![e]))
 }
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
@@ -237,7 +235,7 @@ impl Page {
 async fn create_campaign(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec = CampaignSpec::from_json(json_body(&body)?).map_err(ApiError::Invalid)?;
     let campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
@@ -274,7 +272,7 @@ async fn update_campaign(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     let before = campaigns::get(&s.pool, id).await.map_err(store_error)?;
@@ -349,30 +347,31 @@ async fn import_leads(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let report = if content_type.starts_with("text/csv") {
-        let stream = body.into_data_stream().map_err(std::io::Error::other);
-        let reader = tokio_util::io::StreamReader::new(stream);
-        import::import_csv(&s.pool, id, region, reader).await
-    } else if content_type.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(body, JSON_LIMIT).await.map_err(|_| {
-            ApiError::BadRequest(format!(
-                "JSON imports are limited to {} MiB; send CSV",
-                JSON_LIMIT >> 20
-            ))
-        })?;
+    let is_csv = content_type.starts_with("text/csv");
+    if !is_csv && !content_type.starts_with("application/json") {
+        return Err(ApiError::BadRequest(
+            "send leads as application/json (an array) or text/csv (with a phone column)".into(),
+        ));
+    }
+    // The body arrives in full before a database connection is taken.
+    let _slot = s.bodies.import_slot()?;
+    let limits = &s.bodies.limits;
+    let report = if is_csv {
+        let file = body::spool(&headers, body, limits).await?;
+        let _writer = s.bodies.writer_slot().await;
+        import::import_csv(&s.pool, id, region, file).await
+    } else {
+        let bytes = body::read(&headers, body, limits.max_json_import_bytes, limits).await?;
         let rows = match json_body(&bytes)? {
             Value::Array(rows) => rows,
             Value::Object(mut o) => match o.remove("leads") {
                 Some(Value::Array(rows)) => rows,
-                _ => return Err(ApiError::invalid("leads", "expected an array of leads")),
+                _ => return Err(ApiError::invalid("leads", "expected a list of leads")),
             },
-            _ => return Err(ApiError::invalid("body", "expected an array of leads")),
+            _ => return Err(ApiError::invalid("body", "expected a list of leads")),
         };
+        let _writer = s.bodies.writer_slot().await;
         import::import_json(&s.pool, id, region, rows).await
-    } else {
-        return Err(ApiError::BadRequest(
-            "send leads as application/json (an array) or text/csv (with a phone column)".into(),
-        ));
     }
     .map_err(|e| match e {
         ImportError::BadFile(m) => ApiError::BadRequest(format!("{m}; nothing was imported")),
@@ -465,9 +464,23 @@ struct DncInput {
 async fn add_dnc(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: DncInput = typed(json_body(&body)?)?;
+    let texts = [
+        ("phone", Some(&input.phone), 64),
+        ("region", input.region.as_ref(), 8),
+        ("reason", input.reason.as_ref(), 500),
+    ];
+    let problems: Vec<_> = texts
+        .into_iter()
+        .filter_map(|(field, value, max)| {
+            crate::text::line_problem(value?, max).map(|m| crate::campaigns::FieldError::new(field, m))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
     let region = match input.region.as_deref() {
         Some(r) => Some(Region::parse(r).map_err(|e| ApiError::invalid("region", e.to_string()))?),
         None => None,
@@ -508,7 +521,7 @@ async fn remove_dnc(
 async fn create_operator(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: OperatorInput = typed(json_body(&body)?)?;
     let op = operators::create(&s.pool, input).await.map_err(operator_error)?;
@@ -535,7 +548,7 @@ async fn update_operator(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: OperatorInput = typed(json_body(&body)?)?;
@@ -651,7 +664,11 @@ struct DispositionInput {
 }
 
 #[utoipa::path(post, path = "/api/v1/attempts/{id}/disposition", tag = "attempts", operation_id = "set_disposition", params(("id" = String, Path, description = "attempt id")), request_body(content = DispositionInput, description = "result, notes, callback", content_type = "application/json"), responses((status = 200, description = "the attempt", body = Object), (status = 409, description = "not in wrap-up", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
-async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn set_disposition(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let input: DispositionInput = typed(json_body(&body)?)?;
     if input.result == AttemptResult::CallbackNeeded {
@@ -662,8 +679,8 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
     } else if input.callback_at.is_some() {
         return Err(ApiError::invalid("callback_at", "only with result callback-needed"));
     }
-    if input.notes.as_ref().is_some_and(|n| n.len() > 4000) {
-        return Err(ApiError::invalid("notes", "at most 4000 characters"));
+    if let Some(m) = input.notes.as_deref().and_then(|n| crate::text::note_problem(n, 4000)) {
+        return Err(ApiError::invalid("notes", m));
     }
     let d = Disposition {
         result: input.result,
@@ -688,7 +705,7 @@ async fn set_disposition(State(s): State<ApiState>, Path(id): Path<String>, body
 /// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
 /// exists; refusals change nothing.
 #[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place", content_type = "application/json"), responses((status = 201, description = "the attempt", body = Object), (status = 404, description = "unknown operator", body = ErrorBody), (status = 409, description = "operator or number busy", body = ErrorBody), (status = 422, description = "invalid input, DNC", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
-async fn create_call(State(s): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn create_call(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult<(StatusCode, Json<Value>)> {
     let view = s.placer.place(parse_call_request(&body)?).await?;
     Ok((StatusCode::CREATED, Json(json!(view))))
 }
@@ -785,11 +802,18 @@ struct SkipInput {
 }
 
 #[utoipa::path(post, path = "/api/v1/operators/{id}/queue/skip", tag = "preview", operation_id = "skip_offered", params(("id" = String, Path, description = "operator id")), request_body(content = SkipInput, description = "why", content_type = "application/json"), responses((status = 200, description = "skipped", body = Object), (status = 409, description = "nothing offered", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
-async fn skip_offered(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn skip_offered(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: SkipInput = typed(json_body(&body)?)?;
-    if input.reason.trim().is_empty() || input.reason.len() > 500 {
-        return Err(ApiError::invalid("reason", "1 to 500 characters"));
+    if input.reason.trim().is_empty() {
+        return Err(ApiError::invalid("reason", "must not be empty"));
+    }
+    if let Some(m) = crate::text::line_problem(&input.reason, 500) {
+        return Err(ApiError::invalid("reason", m));
     }
     s.engine
         .offer_action(id, OfferAction::Skip(input.reason))

@@ -1,7 +1,6 @@
 //! Webhook subscriptions over REST (scope `admin`): the events of the outbox are also POSTed
 //! to each subscription, signed with its secret (see `events::webhooks`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -12,14 +11,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{json_body, parse_id, typed, ApiError, ApiResult, ApiState, ErrorBody};
+use super::{json_body, parse_id, typed, ApiError, ApiResult, ApiState, ErrorBody, JsonBody};
 use crate::auth::Actor;
+use crate::campaigns::FieldError;
 use crate::events::EVENT_TYPES;
+use crate::text::line_problem;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
-    /// http:// or https:// address that receives the POSTs.
+    /// http:// or https:// address that receives the POSTs; a public address unless the
+    /// configuration allows private ones. A user name and password in it are kept apart and
+    /// sent as basic auth, never shown again.
     url: String,
     /// HMAC-SHA256 key, at least 16 characters; generated (and shown once) when absent.
     #[serde(default)]
@@ -38,13 +41,16 @@ struct WebhookView {
     event_types: Vec<String>,
     description: Option<String>,
     enabled: bool,
+    /// Whether deliveries carry a user name and password (never shown).
+    basic_auth: bool,
     created_at: DateTime<Utc>,
     pending: i64,
     delivered: i64,
     failed: i64,
 }
 
-const VIEW: &str = "SELECT w.id, w.url, w.event_types, w.description, w.enabled, w.created_at,
+const VIEW: &str = "SELECT w.id, w.url, w.event_types, w.description, w.enabled,
+        w.basic_auth IS NOT NULL AS basic_auth, w.created_at,
         count(*) FILTER (WHERE d.status = 'pending') AS pending,
         count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
         count(*) FILTER (WHERE d.status = 'failed') AS failed
@@ -61,13 +67,32 @@ const VIEW: &str = "SELECT w.id, w.url, w.event_types, w.description, w.enabled,
 pub async fn create_webhook(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: WebhookInput = typed(json_body(&body)?)?;
-    let url = url::Url::parse(&input.url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    let texts = [
+        ("url", Some(&input.url), 2000),
+        ("secret", input.secret.as_ref(), 200),
+        ("description", input.description.as_ref(), 500),
+    ];
+    let problems: Vec<FieldError> = texts
+        .into_iter()
+        .filter_map(|(field, value, max)| line_problem(value?, max).map(|m| FieldError::new(field, m)))
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let mut url = url::Url::parse(&input.url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ApiError::invalid("url", "an http:// or https:// address"));
     }
+    // Credentials live apart from the URL, which logs and GET /webhooks may show.
+    let basic_auth = match (url.username(), url.password()) {
+        ("", None) => None,
+        (user, password) => Some(format!("{user}:{}", password.unwrap_or(""))),
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     if let Some(bad) = input.event_types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
         return Err(ApiError::invalid(
             "event_types",
@@ -75,9 +100,7 @@ pub async fn create_webhook(
         ));
     }
     let secret = match input.secret {
-        Some(secret) if secret.len() < 16 || secret.len() > 200 => {
-            return Err(ApiError::invalid("secret", "16 to 200 characters"))
-        }
+        Some(secret) if secret.len() < 16 => return Err(ApiError::invalid("secret", "16 to 200 characters")),
         Some(secret) => secret,
         None => {
             let mut raw = [0u8; 24];
@@ -85,16 +108,22 @@ pub async fn create_webhook(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
         }
     };
+    if let Some(why) = crate::events::targets::refusal(&url, s.private_webhooks).await {
+        return Err(ApiError::invalid("url", why));
+    }
     let id = Uuid::new_v4();
     let mut tx = s.pool.begin().await?;
-    sqlx::query("INSERT INTO webhooks (id, url, secret, event_types, description) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(url.as_str())
-        .bind(&secret)
-        .bind(&input.event_types)
-        .bind(&input.description)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO webhooks (id, url, basic_auth, secret, event_types, description) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(url.as_str())
+    .bind(&basic_auth)
+    .bind(&secret)
+    .bind(&input.event_types)
+    .bind(&input.description)
+    .execute(&mut *tx)
+    .await?;
     let view: WebhookView = sqlx::query_as(&format!("{VIEW} WHERE w.id = $1 GROUP BY w.id"))
         .bind(id)
         .fetch_one(&mut *tx)
@@ -144,7 +173,7 @@ pub async fn delete_webhook(
     let id: Uuid = parse_id(&id, "webhook")?;
     let mut tx = s.pool.begin().await?;
     let before: Option<Value> =
-        sqlx::query_scalar("DELETE FROM webhooks WHERE id = $1 RETURNING to_jsonb(webhooks) - 'secret'")
+        sqlx::query_scalar("DELETE FROM webhooks WHERE id = $1 RETURNING to_jsonb(webhooks) - 'secret' - 'basic_auth'")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;

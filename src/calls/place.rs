@@ -106,14 +106,38 @@ pub fn parse_call_request(body: &[u8]) -> Result<CallRequest, PlaceError> {
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| PlaceError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = match e.path().to_string() {
-            p if p == "." => "body".to_owned(),
-            p => p,
-        };
-        invalid(&field, e.into_inner().to_string())
-    })
+    let request: CallRequest = crate::text::decode(value).map_err(|e| PlaceError::Invalid(vec![e]))?;
+    request.check()?;
+    Ok(request)
 }
+
+impl CallRequest {
+    /// Text the request carries is bounded and printable; what `crm` holds must fit a jsonb.
+    fn check(&self) -> Result<(), PlaceError> {
+        use crate::text::{json_problem, line_problem};
+        let texts = [
+            ("phone", &self.phone, 64),
+            ("caller_id", &self.caller_id, 64),
+            ("region", &self.region, 8),
+            ("correlation_id", &self.correlation_id, 200),
+        ];
+        let mut errors: Vec<FieldError> = texts
+            .into_iter()
+            .filter_map(|(field, value, max)| line_problem(value.as_deref()?, max).map(|m| FieldError::new(field, m)))
+            .collect();
+        if let Some(m) = self.crm.as_ref().and_then(|crm| json_problem(crm, MAX_CRM_BYTES)) {
+            errors.push(FieldError::new("crm", m));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PlaceError::Invalid(errors))
+        }
+    }
+}
+
+/// The CRM's own data a single call carries back in its events.
+const MAX_CRM_BYTES: usize = 16 * 1024;
 
 impl Placer {
     /// Places a single call for an operator; the answer is the attempt.
@@ -154,7 +178,7 @@ impl Placer {
             None => single_spec(&self.defaults),
         };
         match input.caller_id {
-            Some(c) if c.trim().is_empty() || c.len() > 80 => return Err(invalid("caller_id", "1 to 80 characters")),
+            Some(c) if c.trim().is_empty() => return Err(invalid("caller_id", "must not be empty")),
             Some(c) => spec.caller_id = c,
             None => {}
         }

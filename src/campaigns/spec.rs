@@ -212,52 +212,6 @@ pub const MAX_REGION_CHARS: usize = 8;
 pub const MAX_MEDIA_CHARS: usize = 500;
 pub const MAX_SKILL_CHARS: usize = 64;
 
-/// What is wrong with a one-line text field, if anything: control characters (a NUL byte, a
-/// newline, an escape) have no place in names, endpoints or numbers, and every field is bounded.
-pub fn text_problem(value: &str, max_chars: usize) -> Option<String> {
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
-        return Some(format!(
-            "contains a control character (U+{:04X}); use printable text on one line",
-            u32::from(c)
-        ));
-    }
-    let n = value.chars().count();
-    (n > max_chars).then(|| format!("too long: {n} characters, at most {max_chars}"))
-}
-
-/// A JSON decoding message in words a supervisor reads, without the Rust type names serde puts
-/// in it (`u32`, `f64`, `struct CampaignSpec`).
-pub fn plain_words(message: &str) -> String {
-    const WORDS: [(&str, &str); 14] = [
-        ("expected u8", "expected a whole number from 0 to 255"),
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u32", "expected a whole number from 0 to 4294967295"),
-        ("expected u64", "expected a whole number, 0 or more"),
-        ("expected i32", "expected a whole number"),
-        ("expected i64", "expected a whole number"),
-        ("expected f32", "expected a number"),
-        ("expected f64", "expected a number"),
-        ("expected usize", "expected a whole number, 0 or more"),
-        ("expected a boolean", "expected true or false"),
-        ("expected a sequence", "expected a list"),
-        ("expected a map", "expected an object"),
-        ("expected a string", "expected text in quotes"),
-        ("integer `", "the number `"),
-    ];
-    let mut out = message.to_owned();
-    for (from, to) in WORDS {
-        out = out.replace(from, to);
-    }
-    // "expected struct CampaignSpec" and the like.
-    while let Some(at) = out.find("struct ") {
-        let end = out[at + 7..]
-            .find(|c: char| !c.is_alphanumeric() && c != '_')
-            .map_or(out.len(), |e| at + 7 + e);
-        out.replace_range(at..end, "an object");
-    }
-    out
-}
-
 /// Keys an operator phone uses outside dispositions (see operators::session).
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
 
@@ -271,12 +225,7 @@ impl CampaignSpec {
 
     /// Parses a JSON document into a spec, naming the field serde stumbled on.
     pub fn from_json(value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            // serde_path_to_error writes an unnamed map key as `?`.
-            let path = e.path().to_string().replace(".?", "");
-            let field = if path == "." { "body".to_owned() } else { path };
-            vec![FieldError::new(field, plain_words(&e.into_inner().to_string()))]
-        })
+        crate::text::decode(value).map_err(|e| vec![e])
     }
 
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
@@ -291,12 +240,12 @@ impl CampaignSpec {
             ("abandon_message", &self.abandon_message, MAX_MEDIA_CHARS),
         ];
         for (field, value, max) in texts {
-            if let Some(message) = text_problem(value, max) {
+            if let Some(message) = crate::text::line_problem(value, max) {
                 bad(field, &message);
             }
         }
         for (i, skill) in self.skills.iter().enumerate() {
-            if let Some(message) = text_problem(skill, MAX_SKILL_CHARS) {
+            if let Some(message) = crate::text::line_problem(skill, MAX_SKILL_CHARS) {
                 bad(&format!("skills[{i}]"), &message);
             }
         }

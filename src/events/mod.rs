@@ -6,6 +6,7 @@
 mod amqp;
 pub mod relay;
 pub mod requests;
+pub mod targets;
 pub mod webhooks;
 
 /// Every event type the outbox carries (routing key in brackets):

@@ -43,6 +43,8 @@ pub struct Dispatcher {
 struct Due {
     id: i64,
     url: String,
+    /// `user:password` (percent-encoded as in a URL) for receivers behind basic auth.
+    basic_auth: Option<String>,
     secret: String,
     tries: i32,
     event_id: Uuid,
@@ -57,10 +59,10 @@ enum Outcome {
 
 impl Dispatcher {
     pub fn new(pool: PgPool, settings: WebhookSettings) -> anyhow::Result<Dispatcher> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
-            .user_agent(concat!("obzvon/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("obzvon/", env!("CARGO_PKG_VERSION")));
+        let http = super::targets::guard(builder, settings.allow_private_targets).build()?;
         for outcome in ["delivered", "retry", "failed"] {
             // Exported from the start: a dashboard shows 0, not "no data".
             metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
@@ -91,8 +93,18 @@ impl Dispatcher {
     /// One batch of due deliveries, POSTed concurrently; returns how many were tried.
     pub async fn deliver_once(&self) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, String, i32, Uuid, String, serde_json::Value)> = sqlx::query_as(
-            "SELECT d.id, w.url, w.secret, d.tries, o.id, o.event_type, o.payload
+        #[expect(clippy::type_complexity, reason = "one row of the query below")]
+        let rows: Vec<(
+            i64,
+            String,
+            Option<String>,
+            String,
+            i32,
+            Uuid,
+            String,
+            serde_json::Value,
+        )> = sqlx::query_as(
+            "SELECT d.id, w.url, w.basic_auth, w.secret, d.tries, o.id, o.event_type, o.payload
              FROM webhook_deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN outbox o ON o.id = d.event_id
@@ -105,15 +117,18 @@ impl Dispatcher {
         .await?;
         let due: Vec<Due> = rows
             .into_iter()
-            .map(|(id, url, secret, tries, event_id, event_type, payload)| Due {
-                id,
-                url,
-                secret,
-                tries,
-                event_id,
-                event_type,
-                payload,
-            })
+            .map(
+                |(id, url, basic_auth, secret, tries, event_id, event_type, payload)| Due {
+                    id,
+                    url,
+                    basic_auth,
+                    secret,
+                    tries,
+                    event_id,
+                    event_type,
+                    payload,
+                },
+            )
             .collect();
         let outcomes = futures_util::future::join_all(due.iter().map(|d| self.post(d))).await;
         for (d, outcome) in due.iter().zip(outcomes) {
@@ -136,12 +151,12 @@ impl Dispatcher {
                     let outcome = if give_up { "failed" } else { "retry" };
                     metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
                     if give_up {
-                        tracing::warn!(delivery = d.id, url = d.url, event = %d.event_id, tries, error,
-                            "webhook delivery failed for good");
+                        tracing::warn!(delivery = d.id, target = super::targets::loggable(&d.url),
+                            event = %d.event_id, tries, error, "webhook delivery failed for good");
                     } else {
                         tracing::debug!(
                             delivery = d.id,
-                            url = d.url,
+                            target = super::targets::loggable(&d.url),
                             tries,
                             error,
                             "webhook delivery failed; will retry"
@@ -170,11 +185,25 @@ impl Dispatcher {
     }
 
     async fn post(&self, d: &Due) -> Outcome {
+        // Literal addresses never reach the resolver, so they are checked here.
+        if !self.settings.allow_private_targets {
+            let refusal = match url::Url::parse(&d.url)
+                .ok()
+                .and_then(|u| u.host().map(|h| h.to_owned()))
+            {
+                Some(url::Host::Ipv4(ip)) => super::targets::literal(ip.into()),
+                Some(url::Host::Ipv6(ip)) => super::targets::literal(ip.into()),
+                _ => None,
+            };
+            if let Some(why) = refusal {
+                return Outcome::Failed(None, why);
+            }
+        }
         let mut payload = d.payload.clone();
         payload["eventId"] = serde_json::Value::String(d.event_id.to_string());
         let body = serde_json::to_vec(&payload).expect("JSON serialises");
         let timestamp = chrono::Utc::now().timestamp();
-        let result = self
+        let mut request = self
             .http
             .post(&d.url)
             .header("content-type", "application/json")
@@ -182,14 +211,18 @@ impl Dispatcher {
             .header("x-obzvon-event-type", &d.event_type)
             .header("x-obzvon-timestamp", timestamp.to_string())
             .header("x-obzvon-signature", signature(&d.secret, timestamp, &body))
-            .body(body)
-            .send()
-            .await;
-        match result {
+            .body(body);
+        if let Some((user, password)) = d.basic_auth.as_deref().and_then(|a| a.split_once(':')) {
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            request = request.basic_auth(decode(user), Some(decode(password)));
+        }
+        match request.send().await {
             Ok(r) if r.status().is_success() => Outcome::Delivered(r.status().as_u16()),
             Ok(r) => Outcome::Failed(Some(r.status().as_u16()), format!("HTTP {}", r.status())),
-            // reqwest's message alone says little ("error sending request"); add the causes.
+            // reqwest's message alone says little ("error sending request"); add the causes,
+            // without the URL (its query may hold a token).
             Err(e) => {
+                let e = e.without_url();
                 let chain: Vec<String> = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
                     .map(|e| e.to_string())
                     .collect();
@@ -209,6 +242,7 @@ mod tests {
             backoff_secs: 2.0,
             backoff_max_secs: 10.0,
             timeout_secs: 5,
+            allow_private_targets: false,
         }
     }
 

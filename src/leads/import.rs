@@ -1,20 +1,30 @@
 //! Lead import: rows from JSON or CSV are normalised, checked and inserted in batches inside
-//! one transaction. Bad rows are reported by number and reason while good rows go in; a broken
-//! file (unreadable CSV, no phone column) rolls everything back. Importing the same rows again
-//! adds nothing: a campaign holds each E.164 number once.
+//! one transaction. Bad rows are reported by number (and CSV line) and reason while good rows
+//! go in; a broken file (no phone column, an unreadable header) rolls everything back. A CSV
+//! row with a quote that is never closed is rejected alone and reading goes on with the next
+//! line, so one stray quote cannot swallow the rest of a file. Importing the same rows again
+//! adds nothing: a campaign holds each E.164 number once. The body has arrived in full (a CSV
+//! file spooled to disk) before the import takes a database connection.
 
 use std::collections::HashSet;
 
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+
 use chrono_tz::Tz;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::io::AsyncRead;
 
 use crate::ids::{CampaignId, LeadId};
 use crate::phone::{PhoneNumber, Region};
 
 const BATCH: usize = 1000;
+
+/// Longest text per lead field, in characters; a lead's free fields in bytes of JSON.
+pub const MAX_PHONE_CHARS: usize = 64;
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_TIMEZONE_CHARS: usize = 64;
+pub const MAX_EXTERNAL_ID_CHARS: usize = 200;
+pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
 /// Rejected rows listed in one report; the count covers the rest.
 const MAX_LISTED_REJECTIONS: usize = 1000;
 
@@ -47,8 +57,11 @@ pub struct ImportReport {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RowError {
-    /// 1-based data row (for CSV, line = row + 1 because of the header).
+    /// 1-based data row (the CSV header is not a row).
     pub row: usize,
+    /// CSV: the line of the file the row starts on (1 is the header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     pub reason: String,
 }
 
@@ -91,6 +104,15 @@ impl Importer {
     }
 
     pub async fn push(&mut self, row: usize, input: Result<LeadInput, String>) -> Result<(), sqlx::Error> {
+        self.push_at(row, None, input).await
+    }
+
+    async fn push_at(
+        &mut self,
+        row: usize,
+        line: Option<u64>,
+        input: Result<LeadInput, String>,
+    ) -> Result<(), sqlx::Error> {
         self.report.received += 1;
         match input.and_then(|i| self.check(i)) {
             Ok(lead) => {
@@ -106,7 +128,7 @@ impl Importer {
             Err(reason) => {
                 self.report.rejected_count += 1;
                 if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
-                    self.report.rejected.push(RowError { row, reason });
+                    self.report.rejected.push(RowError { row, line, reason });
                 }
             }
         }
@@ -114,6 +136,22 @@ impl Importer {
     }
 
     fn check(&self, input: LeadInput) -> Result<NewLead, String> {
+        use crate::text::{json_problem, line_problem};
+        let texts = [
+            ("phone", Some(&input.phone), MAX_PHONE_CHARS),
+            ("name", input.name.as_ref(), MAX_NAME_CHARS),
+            ("timezone", input.timezone.as_ref(), MAX_TIMEZONE_CHARS),
+            ("external_id", input.external_id.as_ref(), MAX_EXTERNAL_ID_CHARS),
+        ];
+        for (field, value, max) in texts {
+            if let Some(problem) = value.and_then(|v| line_problem(v, max)) {
+                return Err(format!("{field}: {problem}"));
+            }
+        }
+        let fields = serde_json::Value::Object(input.fields);
+        if let Some(problem) = json_problem(&fields, MAX_FIELDS_BYTES) {
+            return Err(format!("fields: {problem}"));
+        }
         let phone = PhoneNumber::parse(&input.phone, self.region).map_err(|e| format!("phone: {e}"))?;
         if let Some(tz) = input.timezone.as_deref().filter(|t| !t.is_empty()) {
             tz.parse::<Tz>()
@@ -130,7 +168,7 @@ impl Importer {
             timezone: non_empty(input.timezone),
             external_id: non_empty(input.external_id),
             priority,
-            fields: serde_json::Value::Object(input.fields),
+            fields,
         })
     }
 
@@ -179,73 +217,348 @@ pub async fn import_json(
 ) -> Result<ImportReport, ImportError> {
     let mut importer = Importer::begin(pool, campaign, region).await?;
     for (i, value) in rows.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<LeadInput>(value).map_err(|e| e.to_string());
+        let parsed = crate::text::decode::<LeadInput>(value).map_err(|e| match e.field.as_str() {
+            "body" => e.message,
+            field => format!("{field}: {}", e.message),
+        });
         importer.push(i + 1, parsed).await?;
     }
     Ok(importer.commit().await?)
 }
 
-/// Imports CSV read as a stream. Columns: `phone` (required), `name`, `timezone`,
-/// `external_id`, `priority`; any other column lands in the lead's free `fields`.
-pub async fn import_csv<R: AsyncRead + Unpin + Send>(
+/// Imports a CSV file (spooled by the API). Columns: `phone` (required), `name`, `timezone`,
+/// `external_id`, `priority`; any other column lands in the lead's free `fields`. The file is
+/// parsed on a blocking thread while rows are inserted here.
+pub async fn import_csv(
     pool: &PgPool,
     campaign: CampaignId,
     region: Option<Region>,
-    reader: R,
+    file: std::fs::File,
 ) -> Result<ImportReport, ImportError> {
-    let mut csv = csv_async::AsyncReaderBuilder::new()
-        .flexible(true)
-        .trim(csv_async::Trim::All)
-        .create_reader(reader);
-    let headers: Vec<String> = csv
-        .headers()
-        .await
-        .map_err(|e| ImportError::BadFile(format!("unreadable CSV header: {e}")))?
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
-    let Some(phone_col) = headers.iter().position(|h| h == "phone") else {
-        return Err(ImportError::BadFile(format!(
-            "the CSV header has no `phone` column (found: {})",
-            headers.join(", ")
-        )));
+    let (rows, mut parsed) = tokio::sync::mpsc::channel::<CsvRow>(BATCH);
+    let parser = tokio::task::spawn_blocking(move || parse_csv(file, |row| rows.blocking_send(row).is_ok()));
+    let Some(first) = parsed.recv().await else {
+        // No rows: either a broken header (the parser says why) or an empty file.
+        parser
+            .await
+            .map_err(|e| ImportError::BadFile(format!("the CSV reader stopped: {e}")))?
+            .map_err(ImportError::BadFile)?;
+        return Ok(ImportReport::default());
     };
     let mut importer = Importer::begin(pool, campaign, region).await?;
-    let mut records = csv.records();
-    let mut row = 0;
-    while let Some(record) = records.next().await {
-        row += 1;
-        let record = record.map_err(|e| ImportError::BadFile(format!("CSV row {row}: {e}")))?;
-        let mut input = LeadInput::default();
-        let mut bad = None;
-        for (i, value) in record.iter().enumerate() {
-            let Some(column) = headers.get(i) else {
-                bad = Some(format!(
-                    "{} values but the header has {} columns",
-                    record.len(),
-                    headers.len()
-                ));
-                break;
-            };
-            match column.as_str() {
-                _ if i == phone_col => input.phone = value.to_owned(),
-                "name" => input.name = Some(value.to_owned()),
-                "timezone" => input.timezone = Some(value.to_owned()),
-                "external_id" => input.external_id = Some(value.to_owned()),
-                "priority" if !value.is_empty() => match value.parse() {
-                    Ok(p) => input.priority = Some(p),
-                    Err(_) => bad = Some(format!("priority: {value:?} is not a whole number")),
-                },
-                "priority" => {}
-                other if !value.is_empty() => {
-                    input
-                        .fields
-                        .insert(other.to_owned(), serde_json::Value::String(value.to_owned()));
-                }
-                _ => {}
-            }
-        }
-        importer.push(row, bad.map_or(Ok(input), Err)).await?;
+    importer.push_at(first.row, Some(first.line), first.lead).await?;
+    while let Some(row) = parsed.recv().await {
+        importer.push_at(row.row, Some(row.line), row.lead).await?;
     }
+    parser
+        .await
+        .map_err(|e| ImportError::BadFile(format!("the CSV reader stopped: {e}")))?
+        .map_err(ImportError::BadFile)?;
     Ok(importer.commit().await?)
+}
+
+/// One data row of a CSV file: its number, the line it starts on, and the lead or why not.
+#[derive(Debug)]
+pub struct CsvRow {
+    pub row: usize,
+    pub line: u64,
+    pub lead: Result<LeadInput, String>,
+}
+
+/// Reads CSV rows and hands each to `emit` (which answers false to stop). The delimiter is
+/// what the header uses most of `,`, `;` and tab (spreadsheets in many locales write `;`); a
+/// UTF-8 byte-order mark is skipped. Errors only for a file that cannot be a lead list (no
+/// header, no phone column); a bad row is emitted with its reason and reading goes on.
+pub fn parse_csv<R: Read + Seek>(mut input: R, mut emit: impl FnMut(CsvRow) -> bool) -> Result<(), String> {
+    let len = input.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    input.rewind().map_err(|e| e.to_string())?;
+    let delimiter = sniff(&mut input)?;
+    input.rewind().map_err(|e| e.to_string())?;
+    // The reader skips a UTF-8 byte-order mark itself. Lines end at LF (a CR before it is
+    // trimmed with the value), which keeps positions and line numbers exact for CR LF files.
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .delimiter(delimiter)
+        .from_reader(input);
+    let headers: Vec<String> = match csv.headers() {
+        Ok(h) => h
+            .iter()
+            .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
+            .collect(),
+        Err(e) => return Err(format!("unreadable CSV header: {}", csv_reason(&e))),
+    };
+    if headers.iter().all(String::is_empty) {
+        return Err("the CSV file is empty; it needs a header line with a phone column".to_owned());
+    }
+    let Some(phone_col) = headers.iter().position(|h| h == "phone") else {
+        return Err(format!(
+            "the CSV header has no `phone` column (found: {})",
+            headers.join(", ")
+        ));
+    };
+    let mut record = csv::ByteRecord::new();
+    let mut row = 0;
+    let mut unclosed_rows = 0;
+    loop {
+        let read = csv.read_byte_record(&mut record);
+        let Some(start) = record.position().cloned() else {
+            // Nothing read at all: the end of the file, or an I/O failure before any byte.
+            return read
+                .map(|_| ())
+                .map_err(|e| format!("the CSV file cannot be read: {e}"));
+        };
+        match read {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) if e.is_io_error() => return Err(format!("the CSV file cannot be read: {e}")),
+            Err(_) => {}
+        }
+        row += 1;
+        let at_end = csv.position().byte() >= len;
+        let unclosed = at_end && unterminated(csv.get_mut(), start.byte(), delimiter)?;
+        let runaway = unclosed || spills(&headers, phone_col, &record);
+        let lead = if unclosed {
+            unclosed_rows += 1;
+            if unclosed_rows > MAX_UNCLOSED {
+                return Err(format!(
+                    "more than {MAX_UNCLOSED} quoted values are never closed; fix the file's quoting"
+                ));
+            }
+            Err("a quoted value is never closed (a \" without its closing \"); the row was skipped".to_owned())
+        } else if runaway {
+            Err(format!(
+                "a quoted value runs from line {} to line {}; is a closing quote missing? The row was skipped",
+                start.line(),
+                csv.position().line().saturating_sub(1).max(start.line() + 1)
+            ))
+        } else {
+            lead_from(&headers, phone_col, &record)
+        };
+        if !emit(CsvRow {
+            row,
+            line: start.line(),
+            lead,
+        }) {
+            return Ok(());
+        }
+        if runaway {
+            // Go on with the line after the one the quote opened on.
+            let Some(next) = line_end(csv.get_mut(), start.byte())? else {
+                return Ok(());
+            };
+            let mut at = csv::Position::new();
+            at.set_byte(next)
+                .set_line(start.line() + 1)
+                .set_record(start.record() + 1);
+            csv.seek(at).map_err(|e| format!("the CSV file cannot be read: {e}"))?;
+        }
+    }
+}
+
+/// Quotes left open at the end of a file, each costing a scan to its end, before the file is
+/// refused as a whole.
+const MAX_UNCLOSED: usize = 100;
+
+/// Whether a value that must sit on one line (the number, name, zone, id, priority) holds a
+/// line break: a quote opened and closed only rows later, swallowing the rows between.
+fn spills(headers: &[String], phone_col: usize, record: &csv::ByteRecord) -> bool {
+    headers
+        .iter()
+        .zip(record.iter())
+        .enumerate()
+        .any(|(i, (column, value))| {
+            let one_line =
+                i == phone_col || matches!(column.as_str(), "name" | "timezone" | "external_id" | "priority");
+            one_line && value.iter().any(|&b| b == b'\n' || b == b'\r')
+        })
+}
+
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text; save the file as UTF-8 (CSV UTF-8 in a spreadsheet)".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// The delimiter the header line uses.
+fn sniff<R: Read>(input: &mut R) -> Result<u8, String> {
+    let mut first = Vec::new();
+    BufReader::new(input.take(64 * 1024))
+        .read_until(b'\n', &mut first)
+        .map_err(|e| format!("the CSV file cannot be read: {e}"))?;
+    let count = |d: u8| first.iter().filter(|&&b| b == d).count();
+    let delimiter = [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|&d| (count(d), d == b','))
+        .expect("three candidates");
+    Ok(delimiter)
+}
+
+/// Whether the record starting at byte `from` runs to the end of the file inside quotes (the
+/// only way a CSV reader swallows what follows).
+fn unterminated<R: Read + Seek>(input: &mut R, from: u64, delimiter: u8) -> Result<bool, String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let back = input.stream_position().map_err(|e| e.to_string())?;
+    input.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut state = State::FieldStart;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            state = match (state, b) {
+                (State::FieldStart, b'"') => State::Quoted,
+                (State::Quoted, b'"') => State::QuoteInQuoted,
+                (State::Quoted, _) => State::Quoted,
+                (State::QuoteInQuoted, b'"') => State::Quoted,
+                (_, b'\n') => State::FieldStart,
+                (_, b) if b == delimiter => State::FieldStart,
+                // A quote opens a value only as its first byte; elsewhere it is text.
+                _ => State::Unquoted,
+            };
+        }
+    }
+    input.seek(SeekFrom::Start(back)).map_err(|e| e.to_string())?;
+    Ok(state == State::Quoted)
+}
+
+/// The byte after the line break that ends the line holding byte `from`, if there is one.
+fn line_end<R: Read + Seek>(input: &mut R, from: u64) -> Result<Option<u64>, String> {
+    input.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
+    let n = reader.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    Ok(line.ends_with(b"\n").then_some(from + n as u64))
+}
+
+/// The lead a data record describes, or why it cannot be one.
+fn lead_from(headers: &[String], phone_col: usize, record: &csv::ByteRecord) -> Result<LeadInput, String> {
+    let mut input = LeadInput::default();
+    if record.len() > headers.len() {
+        return Err(format!(
+            "{} values but the header has {} columns",
+            record.len(),
+            headers.len()
+        ));
+    }
+    for (i, (column, raw)) in headers.iter().zip(record.iter()).enumerate() {
+        let value = std::str::from_utf8(raw)
+            .map_err(|_| format!("{column}: not UTF-8 text; save the file as UTF-8 (CSV UTF-8 in a spreadsheet)"))?;
+        match column.as_str() {
+            _ if i == phone_col => input.phone = value.to_owned(),
+            "name" => input.name = Some(value.to_owned()),
+            "timezone" => input.timezone = Some(value.to_owned()),
+            "external_id" => input.external_id = Some(value.to_owned()),
+            "priority" if !value.is_empty() => match value.parse() {
+                Ok(p) => input.priority = Some(p),
+                Err(_) => return Err(format!("priority: {value:?} is not a whole number")),
+            },
+            "priority" => {}
+            other if !value.is_empty() => {
+                input
+                    .fields
+                    .insert(other.to_owned(), serde_json::Value::String(value.to_owned()));
+            }
+            _ => {}
+        }
+    }
+    Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's phone and name, or why it was rejected.
+    type Parsed = Result<(String, Option<String>), String>;
+
+    /// Each row's line and what it held.
+    fn rows(file: &[u8]) -> Vec<(u64, Parsed)> {
+        let mut out = Vec::new();
+        parse_csv(std::io::Cursor::new(file.to_vec()), |r| {
+            out.push((r.line, r.lead.map(|l| (l.phone, l.name))));
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    fn ok(phone: &str, name: &str) -> Parsed {
+        Ok((phone.to_owned(), Some(name.to_owned())))
+    }
+
+    #[test]
+    fn a_quote_never_closed_rejects_its_row_and_reading_goes_on() {
+        let got = rows(b"phone,name\n+79990000001,Ann\n+79990000002,\"Bob\n+79990000003,Carl\n+79990000004,Dan\n");
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0], (2, ok("+79990000001", "Ann")));
+        assert_eq!(got[1].0, 3);
+        assert!(got[1].1.as_ref().unwrap_err().contains("never closed"), "{got:?}");
+        assert_eq!(got[2], (4, ok("+79990000003", "Carl")));
+        assert_eq!(got[3], (5, ok("+79990000004", "Dan")));
+    }
+
+    #[test]
+    fn a_quote_closed_rows_later_rejects_only_the_line_it_opened_on() {
+        let got = rows(b"phone,name\n+79990000001,\"Ann\n+79990000002,Bob\n+79990000003,\"Carl\"\n+79990000004,Dan");
+        let lines: Vec<u64> = got.iter().map(|r| r.0).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5], "{got:?}");
+        assert!(
+            got[0].1.as_ref().unwrap_err().contains("closing quote missing"),
+            "{got:?}"
+        );
+        assert_eq!(got[1].1, ok("+79990000002", "Bob"));
+        assert_eq!(got[2].1, ok("+79990000003", "Carl"));
+        assert_eq!(got[3].1, ok("+79990000004", "Dan"));
+    }
+
+    #[test]
+    fn free_columns_may_hold_quoted_line_breaks_and_stray_quotes_are_text() {
+        let mut leads = Vec::new();
+        parse_csv(
+            std::io::Cursor::new(
+                b"phone,name,address\n+79990000001,Jo\"hn,\"1 Main St\nFlat 2\"\n+79990000002,Eve,x\n".to_vec(),
+            ),
+            |r| {
+                leads.push((r.line, r.lead.unwrap()));
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(leads.len(), 2);
+        assert_eq!(leads[0].1.name.as_deref(), Some("Jo\"hn"));
+        assert_eq!(leads[0].1.fields["address"], "1 Main St\nFlat 2");
+        assert_eq!(leads[1].0, 4, "the line after the two-line row");
+    }
+
+    #[test]
+    fn semicolons_a_byte_order_mark_and_bad_bytes_in_one_row() {
+        let got = rows(b"\xEF\xBB\xBFphone;name\r\n+79990000001;Ann\r\n+79990000002;Bo\xFFb\r\n+79990000003;Carl\r\n");
+        assert_eq!(got[0], (2, ok("+79990000001", "Ann")));
+        assert!(got[1].1.as_ref().unwrap_err().contains("not UTF-8"), "{got:?}");
+        assert_eq!(got[2], (4, ok("+79990000003", "Carl")));
+    }
+
+    #[test]
+    fn a_file_without_a_phone_column_is_refused_whole() {
+        let e = parse_csv(std::io::Cursor::new(b"name\nAnn\n".to_vec()), |_| true).unwrap_err();
+        assert!(e.contains("no `phone` column"), "{e}");
+        let mut n = 0;
+        parse_csv(std::io::Cursor::new(Vec::new()), |_| {
+            n += 1;
+            true
+        })
+        .unwrap_err();
+        assert_eq!(n, 0);
+    }
 }

@@ -58,23 +58,43 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Operator, sqlx::Error> {
     })
 }
 
+/// Longest operator name and endpoint, and longest skill, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_ENDPOINT_CHARS: usize = 200;
+pub const MAX_SKILL_CHARS: usize = crate::campaigns::spec::MAX_SKILL_CHARS;
+pub const MAX_SKILLS: usize = 100;
+
 fn check(input: &OperatorInput, creating: bool) -> Result<(), OperatorError> {
+    use crate::text::line_problem;
     let mut errors = Vec::new();
     match input.name.as_deref() {
         Some(n) if n.trim().is_empty() => errors.push(FieldError::new("name", "must not be empty")),
+        Some(n) => errors.extend(line_problem(n, MAX_NAME_CHARS).map(|m| FieldError::new("name", m))),
         None if creating => errors.push(FieldError::new("name", "required")),
-        _ => {}
+        None => {}
     }
     match input.endpoint.as_deref() {
-        Some(e) if !valid_endpoint(e) => {
-            errors.push(FieldError::new("endpoint", "an Asterisk endpoint such as PJSIP/op1"))
-        }
+        Some(e) => match line_problem(e, MAX_ENDPOINT_CHARS) {
+            Some(m) => errors.push(FieldError::new("endpoint", m)),
+            None if !valid_endpoint(e) => {
+                errors.push(FieldError::new("endpoint", "an Asterisk endpoint such as PJSIP/op1"))
+            }
+            None => {}
+        },
         None if creating => errors.push(FieldError::new("endpoint", "required, such as PJSIP/op1")),
-        _ => {}
+        None => {}
     }
     if let Some(skills) = &input.skills {
-        if skills.iter().any(|s| s.trim().is_empty()) {
-            errors.push(FieldError::new("skills", "skills must not be empty strings"));
+        if skills.len() > MAX_SKILLS {
+            errors.push(FieldError::new("skills", format!("at most {MAX_SKILLS} skills")));
+        }
+        for (i, skill) in skills.iter().enumerate() {
+            let problem = if skill.trim().is_empty() {
+                Some("must not be empty".to_owned())
+            } else {
+                line_problem(skill, MAX_SKILL_CHARS)
+            };
+            errors.extend(problem.map(|m| FieldError::new(format!("skills[{i}]"), m)));
         }
     }
     if errors.is_empty() {

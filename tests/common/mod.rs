@@ -433,6 +433,8 @@ pub struct Rest {
     /// `http://127.0.0.1:PORT/api/v1`
     pub base: String,
     pub http: reqwest::Client,
+    /// The bearer token, for requests written by hand (a stalled upload over a raw socket).
+    pub token: String,
 }
 
 /// A client holding `token` as its bearer token.
@@ -444,6 +446,7 @@ pub fn rest_client(base: String, token: &str) -> Rest {
     );
     Rest {
         base,
+        token: token.to_owned(),
         http: reqwest::Client::builder()
             .default_headers(headers)
             .timeout(Duration::from_secs(30))
