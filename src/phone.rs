@@ -43,12 +43,28 @@ impl PhoneNumber {
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
         }
-        let parsed = phonenumber::parse(region.map(|r| r.0), trimmed)
-            .map_err(|_| PhoneError::Unparseable(trimmed.to_owned()))?;
+        // A number written with its own country code is read without the default region: the
+        // parser would otherwise apply that region's trunk-prefix rules to a foreign number
+        // (with RU, `+49 89 1234567` came out as another number).
+        let region = if trimmed.starts_with('+') {
+            None
+        } else {
+            region.map(|r| r.0)
+        };
+        let parsed = phonenumber::parse(region, trimmed).map_err(|_| PhoneError::Unparseable(trimmed.to_owned()))?;
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::Invalid(trimmed.to_owned()));
         }
-        Ok(PhoneNumber(parsed.format().mode(phonenumber::Mode::E164).to_string()))
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        // E.164 allows at most 15 digits; the parser sometimes yields more.
+        if !(8..=16).contains(&e164.len()) {
+            return Err(PhoneError::Invalid(trimmed.to_owned()));
+        }
+        // What we store must read back as itself.
+        match phonenumber::parse(None, &e164) {
+            Ok(again) if phonenumber::is_valid(&again) => Ok(PhoneNumber(e164)),
+            _ => Err(PhoneError::Invalid(trimmed.to_owned())),
+        }
     }
 
     /// Trusts a value that is already E.164 (read back from the database).

@@ -81,9 +81,23 @@ pub fn json_problem(value: &serde_json::Value, max_bytes: usize) -> Option<Strin
 /// expected in plain words.
 pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        // serde_path_to_error writes an unnamed map key as `?`.
-        let path = e.path().to_string().replace(".?", "");
-        let field = if path == "." { "body".to_owned() } else { path };
+        use serde_path_to_error::Segment;
+        let mut field = String::new();
+        for segment in e.path().iter() {
+            match segment {
+                Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    if !field.is_empty() {
+                        field.push('.');
+                    }
+                    field.push_str(if key.is_empty() { "(empty key)" } else { key });
+                }
+                Segment::Unknown => {}
+            }
+        }
+        if field.is_empty() {
+            field = "body".to_owned();
+        }
         FieldError::new(field, plain_words(&e.into_inner().to_string()))
     })
 }

@@ -271,14 +271,21 @@ pub struct CsvRow {
 /// header, no phone column); a bad row is emitted with its reason and reading goes on.
 pub fn parse_csv<R: Read + Seek>(mut input: R, mut emit: impl FnMut(CsvRow) -> bool) -> Result<(), String> {
     let len = input.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    let ends_with_lf = len > 0 && {
+        input.seek(SeekFrom::End(-1)).map_err(|e| e.to_string())?;
+        let mut last = [0u8; 1];
+        input.read_exact(&mut last).map_err(|e| e.to_string())?;
+        last[0] == b'\n'
+    };
     input.rewind().map_err(|e| e.to_string())?;
     let delimiter = sniff(&mut input)?;
     input.rewind().map_err(|e| e.to_string())?;
     // The reader skips a UTF-8 byte-order mark itself. Lines end at LF (a CR before it is
     // trimmed with the value), which keeps positions and line numbers exact for CR LF files.
+    // Values are trimmed here, not by the reader, so the line breaks a record holds can be
+    // counted to find the line it starts on.
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
-        .trim(csv::Trim::All)
         .terminator(csv::Terminator::Any(b'\n'))
         .delimiter(delimiter)
         .from_reader(input);
@@ -315,9 +322,20 @@ pub fn parse_csv<R: Read + Seek>(mut input: R, mut emit: impl FnMut(CsvRow) -> b
             Err(e) if e.is_io_error() => return Err(format!("the CSV file cannot be read: {e}")),
             Err(_) => {}
         }
+        // A line of only spaces or a CR (a blank line of a CR LF file) is no row.
+        if record.iter().all(|v| v.trim_ascii().is_empty()) {
+            continue;
+        }
         row += 1;
-        let at_end = csv.position().byte() >= len;
+        let end = csv.position().clone();
+        let at_end = end.byte() >= len;
+        // The reader's start position is before any blank lines it skipped; the line a record
+        // starts on is its end less the line breaks it holds (and its own, when it has one).
+        let inner = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
         let unclosed = at_end && unterminated(csv.get_mut(), start.byte(), delimiter)?;
+        // An open quote swallows the final line feed too.
+        let terminated = !(at_end && (unclosed || !ends_with_lf));
+        let line = end.line().saturating_sub(inner + u64::from(terminated)).max(2);
         let runaway = unclosed || spills(&headers, phone_col, &record);
         let lead = if unclosed {
             unclosed_rows += 1;
@@ -329,32 +347,40 @@ pub fn parse_csv<R: Read + Seek>(mut input: R, mut emit: impl FnMut(CsvRow) -> b
             Err("a quoted value is never closed (a \" without its closing \"); the row was skipped".to_owned())
         } else if runaway {
             Err(format!(
-                "a quoted value runs from line {} to line {}; is a closing quote missing? The row was skipped",
-                start.line(),
-                csv.position().line().saturating_sub(1).max(start.line() + 1)
+                "a value runs from line {line} to line {}; is a closing quote missing? The row was skipped",
+                line + inner.max(1)
             ))
         } else {
             lead_from(&headers, phone_col, &record)
         };
-        if !emit(CsvRow {
-            row,
-            line: start.line(),
-            lead,
-        }) {
+        if !emit(CsvRow { row, line, lead }) {
             return Ok(());
         }
         if runaway {
-            // Go on with the line after the one the quote opened on.
-            let Some(next) = line_end(csv.get_mut(), start.byte())? else {
+            // Go on with the line after the one the record starts on.
+            let first = skip_blank_lines(csv.get_mut(), start.byte())?;
+            let Some(next) = line_end(csv.get_mut(), first)? else {
                 return Ok(());
             };
             let mut at = csv::Position::new();
-            at.set_byte(next)
-                .set_line(start.line() + 1)
-                .set_record(start.record() + 1);
-            csv.seek(at).map_err(|e| format!("the CSV file cannot be read: {e}"))?;
+            at.set_byte(next).set_line(line + 1).set_record(start.record() + 1);
+            // `seek_raw`, not `seek`: the scans above moved the file under the reader's buffer,
+            // and `seek` does nothing when the target equals the reader's own position.
+            csv.seek_raw(SeekFrom::Start(next), at)
+                .map_err(|e| format!("the CSV file cannot be read: {e}"))?;
         }
     }
+}
+
+/// The first byte at or after `from` that is not a line feed (the reader skips empty lines).
+fn skip_blank_lines<R: Read + Seek>(input: &mut R, from: u64) -> Result<u64, String> {
+    input.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut at = from;
+    let mut byte = [0u8; 1];
+    while input.read(&mut byte).map_err(|e| e.to_string())? == 1 && byte[0] == b'\n' {
+        at += 1;
+    }
+    Ok(at)
 }
 
 /// Quotes left open at the end of a file, each costing a scan to its end, before the file is
@@ -371,7 +397,7 @@ fn spills(headers: &[String], phone_col: usize, record: &csv::ByteRecord) -> boo
         .any(|(i, (column, value))| {
             let one_line =
                 i == phone_col || matches!(column.as_str(), "name" | "timezone" | "external_id" | "priority");
-            one_line && value.iter().any(|&b| b == b'\n' || b == b'\r')
+            one_line && value.trim_ascii().iter().any(|&b| b == b'\n' || b == b'\r')
         })
 }
 
@@ -452,7 +478,7 @@ fn lead_from(headers: &[String], phone_col: usize, record: &csv::ByteRecord) -> 
         ));
     }
     for (i, (column, raw)) in headers.iter().zip(record.iter()).enumerate() {
-        let value = std::str::from_utf8(raw)
+        let value = std::str::from_utf8(raw.trim_ascii())
             .map_err(|_| format!("{column}: not UTF-8 text; save the file as UTF-8 (CSV UTF-8 in a spreadsheet)"))?;
         match column.as_str() {
             _ if i == phone_col => input.phone = value.to_owned(),
