@@ -362,11 +362,14 @@ pub fn parse_csv<R: Read + Seek>(mut input: R, mut emit: impl FnMut(CsvRow) -> b
             let Some(next) = line_end(csv.get_mut(), first)? else {
                 return Ok(());
             };
+            // Resume on the line feed before it: a reset reader strips a byte-order mark from
+            // what it reads first, and must not take one at the start of a line for a file's.
+            // The line feed reads as an empty line, counted and skipped.
             let mut at = csv::Position::new();
-            at.set_byte(next).set_line(line + 1).set_record(start.record() + 1);
+            at.set_byte(next - 1).set_line(line).set_record(start.record() + 1);
             // `seek_raw`, not `seek`: the scans above moved the file under the reader's buffer,
             // and `seek` does nothing when the target equals the reader's own position.
-            csv.seek_raw(SeekFrom::Start(next), at)
+            csv.seek_raw(SeekFrom::Start(next - 1), at)
                 .map_err(|e| format!("the CSV file cannot be read: {e}"))?;
         }
     }
@@ -586,5 +589,22 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(n, 0);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_cases {
+    #[test]
+    fn a_quoted_value_closed_on_the_next_line_behind_other_bytes() {
+        let mut out = Vec::new();
+        super::parse_csv(
+            std::io::Cursor::new(b"phone,name\n\"\x00\n\xef\xbb\xbf\"\n+79160000000,Name 0\n".to_vec()),
+            |r| {
+                out.push(format!("{} {} {:?}", r.row, r.line, r.lead.map(|l| l.phone)));
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(out.last().unwrap(), "3 4 Ok(\"+79160000000\")", "{out:?}");
     }
 }
