@@ -23,6 +23,14 @@ pub fn line_problem(value: &str, max_chars: usize) -> Option<String> {
     too_long(value, max_chars)
 }
 
+/// The problems of several one-line fields at once: `(field, value if given, max chars)`.
+pub fn line_problems(fields: &[(&str, Option<&str>, usize)]) -> Vec<FieldError> {
+    fields
+        .iter()
+        .filter_map(|&(field, value, max)| line_problem(value?, max).map(|m| FieldError::new(field, m)))
+        .collect()
+}
+
 /// The same for free text that may run over several lines (notes, a lead's own fields): line
 /// breaks and tabs are fine, other control characters are not.
 pub fn note_problem(value: &str, max_chars: usize) -> Option<String> {

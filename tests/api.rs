@@ -11,20 +11,6 @@ fn valid_campaign(name: &str) -> Value {
     json!({"name": name, "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000"})
 }
 
-fn fields(body: &Value) -> Vec<String> {
-    body["fields"]
-        .as_array()
-        .map(|f| f.iter().map(|x| x["field"].as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default()
-}
-
-async fn count(server: &Server, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&server.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn bad_campaign_settings_get_422_naming_the_field_and_change_nothing() {
     let server = Server::start("obzvon-test-api1").await;

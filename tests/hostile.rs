@@ -18,20 +18,6 @@ fn campaign(name: &str) -> Value {
     json!({"name": name, "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000"})
 }
 
-fn fields(body: &Value) -> Vec<String> {
-    body["fields"]
-        .as_array()
-        .map(|f| f.iter().map(|x| x["field"].as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default()
-}
-
-async fn count(server: &Server, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&server.pool)
-        .await
-        .unwrap()
-}
-
 /// Starts a CSV upload by hand that promises `promised` bytes, sends the header line and then
 /// nothing: a client on a dead link, or one starving the service on purpose.
 async fn stalled_upload(server: &Server, campaign: &str, promised: usize) -> TcpStream {

@@ -467,17 +467,11 @@ async fn add_dnc(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: DncInput = typed(json_body(&body)?)?;
-    let texts = [
+    let problems = crate::text::line_problems(&[
         ("phone", Some(&input.phone), 64),
-        ("region", input.region.as_ref(), 8),
-        ("reason", input.reason.as_ref(), 500),
-    ];
-    let problems: Vec<_> = texts
-        .into_iter()
-        .filter_map(|(field, value, max)| {
-            crate::text::line_problem(value?, max).map(|m| crate::campaigns::FieldError::new(field, m))
-        })
-        .collect();
+        ("region", input.region.as_deref(), 8),
+        ("reason", input.reason.as_deref(), 500),
+    ]);
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }

@@ -13,9 +13,8 @@ use uuid::Uuid;
 
 use super::{json_body, parse_id, typed, ApiError, ApiResult, ApiState, ErrorBody, JsonBody};
 use crate::auth::Actor;
-use crate::campaigns::FieldError;
 use crate::events::EVENT_TYPES;
-use crate::text::line_problem;
+use crate::text::line_problems;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,15 +69,11 @@ pub async fn create_webhook(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: WebhookInput = typed(json_body(&body)?)?;
-    let texts = [
+    let problems = line_problems(&[
         ("url", Some(&input.url), 2000),
-        ("secret", input.secret.as_ref(), 200),
-        ("description", input.description.as_ref(), 500),
-    ];
-    let problems: Vec<FieldError> = texts
-        .into_iter()
-        .filter_map(|(field, value, max)| line_problem(value?, max).map(|m| FieldError::new(field, m)))
-        .collect();
+        ("secret", input.secret.as_deref(), 200),
+        ("description", input.description.as_deref(), 500),
+    ]);
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }

@@ -114,17 +114,13 @@ pub fn parse_call_request(body: &[u8]) -> Result<CallRequest, PlaceError> {
 impl CallRequest {
     /// Text the request carries is bounded and printable; what `crm` holds must fit a jsonb.
     fn check(&self) -> Result<(), PlaceError> {
-        use crate::text::{json_problem, line_problem};
-        let texts = [
-            ("phone", &self.phone, 64),
-            ("caller_id", &self.caller_id, 64),
-            ("region", &self.region, 8),
-            ("correlation_id", &self.correlation_id, 200),
-        ];
-        let mut errors: Vec<FieldError> = texts
-            .into_iter()
-            .filter_map(|(field, value, max)| line_problem(value.as_deref()?, max).map(|m| FieldError::new(field, m)))
-            .collect();
+        use crate::text::{json_problem, line_problems};
+        let mut errors = line_problems(&[
+            ("phone", self.phone.as_deref(), 64),
+            ("caller_id", self.caller_id.as_deref(), 64),
+            ("region", self.region.as_deref(), 8),
+            ("correlation_id", self.correlation_id.as_deref(), 200),
+        ]);
         if let Some(m) = self.crm.as_ref().and_then(|crm| json_problem(crm, MAX_CRM_BYTES)) {
             errors.push(FieldError::new("crm", m));
         }

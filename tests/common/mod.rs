@@ -666,3 +666,19 @@ pub fn dashboards() -> Vec<(String, serde_json::Value)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// The field names of a 422 answer, in order.
+pub fn fields(body: &serde_json::Value) -> Vec<String> {
+    body["fields"]
+        .as_array()
+        .map(|f| f.iter().map(|x| x["field"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Rows in `table` of the server's database.
+pub async fn count(server: &Server, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&server.pool)
+        .await
+        .unwrap()
+}
