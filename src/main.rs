@@ -24,6 +24,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations (safe to repeat).
     Migrate,
+    /// Print the REST API's OpenAPI 3.1 document (JSON), as `/api/v1/openapi.json` serves it;
+    /// needs no configuration, database or Asterisk (for generating clients in a build).
+    Openapi,
     /// Validate the configuration and print it without secrets.
     CheckConfig {
         /// Also connect to PostgreSQL and ARI and report what answers.
@@ -121,6 +124,10 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", obzvon::api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -143,6 +150,7 @@ fn cli_command(command: Command) -> obzvon::cli::Command {
     match command {
         Command::Serve => obzvon::cli::Command::Serve,
         Command::Migrate => obzvon::cli::Command::Migrate,
+        Command::Openapi => unreachable!("printed before the settings are read"),
         Command::CheckConfig { connect } => obzvon::cli::Command::CheckConfig { connect },
         Command::AriEvents => obzvon::cli::Command::AriEvents,
         Command::Simulate {

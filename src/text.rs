@@ -88,7 +88,7 @@ pub fn json_problem(value: &serde_json::Value, max_bytes: usize) -> Option<Strin
 /// Decodes a JSON document into `T`, naming the field serde stumbled on and saying what was
 /// expected in plain words.
 pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(whole_numbers(value)).map_err(|e| {
         use serde_path_to_error::Segment;
         let mut field = String::new();
         for segment in e.path().iter() {
@@ -108,6 +108,21 @@ pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldE
         }
         FieldError::new(field, plain_words(&e.into_inner().to_string()))
     })
+}
+
+/// JSON has one number type: `148.0` is the whole number 148 (JSON Schema's `integer` agrees),
+/// so whole floats become integers before a field that wants a whole number reads them.
+fn whole_numbers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, whole_numbers(v))).collect()),
+        other => other,
+    }
 }
 
 /// A JSON decoding message in words a supervisor reads, without the Rust type names serde puts
@@ -160,6 +175,21 @@ pub fn plain_words(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn whole_floats_read_as_whole_numbers_and_fractions_stay_refused() {
+        #[derive(serde::Deserialize, Debug)]
+        struct T {
+            n: u32,
+            #[allow(dead_code)]
+            f: f64,
+        }
+        let t: T = super::decode(serde_json::json!({"n": 148.0, "f": 2.0})).unwrap();
+        assert_eq!(t.n, 148);
+        let e = super::decode::<T>(serde_json::json!({"n": 148.5, "f": 2})).unwrap_err();
+        assert_eq!(e.field, "n");
+        assert!(e.message.contains("whole number"), "{e:?}");
+    }
+
     use super::*;
 
     #[test]

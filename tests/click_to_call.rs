@@ -273,7 +273,7 @@ async fn refusals_are_clear_and_create_nothing() {
     refuse(json!({"operator_id": op}), 422, Some("phone")).await;
     let dnc = number(1, 0, 1);
     server.post("/dnc", json!({"phone": dnc})).await;
-    refuse(json!({"operator_id": op, "phone": dnc}), 422, Some("phone")).await;
+    refuse(json!({"operator_id": op, "phone": dnc}), 409, None).await;
     refuse(
         json!({"operator_id": uuid::Uuid::new_v4(), "phone": number(1, 0, 1)}),
         404,

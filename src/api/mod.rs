@@ -4,6 +4,7 @@
 pub mod body;
 pub mod error;
 pub mod reports;
+pub mod schema;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -15,28 +16,32 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use body::{Bodies, JsonBody};
 pub use error::ApiError;
+use schema::CommonAnswers;
 
 use crate::auth::{Actor, AuthState, ScopeTable};
 use crate::calls::engine::{CommandError, EngineHandle, OfferAction, OperatorInfo};
 use crate::calls::place::{parse_call_request, CallRequest, PlaceError, Placer};
-use crate::calls::store::{self as attempts, Disposition};
+use crate::calls::store::{self as attempts, AttemptView, Disposition};
 use crate::calls::AttemptResult;
-use crate::campaigns::store::{self as campaigns, StoreError};
+use crate::campaigns::store::{self as campaigns, Campaign, StoreError};
 use crate::campaigns::{Action, CampaignSpec};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
-use crate::leads::import::{self, ImportError};
+use crate::leads::dnc::DncEntry;
+use crate::leads::import::{self, ImportError, ImportReport, LeadInput};
+use crate::leads::store::Lead;
 use crate::leads::{dnc, store as leads, LeadState};
-use crate::operators::store::{self as operators, OperatorError, OperatorInput};
+use crate::operators::store::{self as operators, Operator, OperatorError, OperatorInput};
+use crate::operators::OperatorState;
 use crate::phone::{PhoneNumber, Region};
 
 #[derive(Clone)]
@@ -56,7 +61,7 @@ pub struct ApiState {
 /// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:
 /// a route cannot exist without its entry (and its scopes) in the document.
 pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_campaigns, create_campaign))
         .routes(routes!(get_campaign, update_campaign))
         .routes(routes!(list_leads, import_leads))
@@ -82,7 +87,17 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(reports::report))
         .routes(routes!(reports::campaign_live))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes: their schemas and operations are in the document only now.
+    let mut doc = doc;
+    CommonAnswers.modify(&mut doc);
+    (router, doc)
+}
+
+/// The OpenAPI document, pretty-printed: what `obzvon openapi` prints and
+/// `/api/v1/openapi.json` serves.
+pub fn openapi_json() -> String {
+    serde_json::to_string_pretty(&schema::document(&routes().1)).expect("the document serialises")
 }
 
 /// The API with token checks on every operation, plus the open `/api/v1/openapi.json`.
@@ -92,7 +107,7 @@ pub fn router(state: ApiState) -> Router {
         pool: state.pool.clone(),
         scopes: Arc::new(ScopeTable::from_openapi(&doc)),
     };
-    let doc = Arc::new(doc);
+    let doc = Arc::new(schema::document(&doc));
     routes
         .route_layer(axum::middleware::from_fn_with_state(auth, crate::auth::require_scope))
         .route(
@@ -114,7 +129,7 @@ pub fn router(state: ApiState) -> Router {
         description = "Outbound call-campaign dialer for Asterisk: campaigns, leads, operators, calls."
     ),
     modifiers(&BearerToken),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, CampaignAction, reports::ReportDimension, crate::calls::AttemptResult, crate::dialer::window::Span))
 )]
 struct ApiDoc;
 
@@ -134,12 +149,119 @@ impl Modify for BearerToken {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct ErrorBody {
-    /// Machine-readable: not_found, bad_request, invalid, unauthorized, forbidden, conflict, ...
+    /// Machine-readable: not_found, bad_request, invalid, unauthorized, forbidden, conflict,
+    /// too_large, timeout, unavailable.
+    #[schema(example = "invalid")]
     error: String,
     /// For people.
+    #[schema(example = "max_attempts: must be between 1 and 100")]
     message: String,
     /// For `invalid`: each field and what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     fields: Option<Vec<crate::campaigns::FieldError>>,
+}
+
+/// What `POST /campaigns/{id}/{action}` does.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum CampaignAction {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+}
+
+/// A JSON lead import: a list of leads, or an object holding the list as `leads`. Each row
+/// should be a `LeadInput`; a row that is not one is listed in the report's `rejected` with its
+/// number and reason, and the other rows are imported.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum LeadUpload {
+    List(Vec<LeadRow>),
+    Wrapped(LeadList),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+struct LeadList {
+    leads: Vec<LeadRow>,
+}
+
+/// A row of a JSON import: a `LeadInput`, or anything else, which is rejected by its number.
+// The document states it as `anyOf` (see `schema::document`).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum LeadRow {
+    Lead(LeadInput),
+    #[schema(value_type = Value)]
+    Other(Value),
+}
+
+/// A lead and every attempt made for it, newest first.
+#[derive(Serialize, ToSchema)]
+struct LeadWithAttempts {
+    #[serde(flatten)]
+    lead: Lead,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OperatorStateAnswer {
+    state: OperatorState,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Canceling {
+    id: AttemptId,
+    /// Always `canceling`: the hang-up is under way.
+    #[schema(example = "canceling")]
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Skipped {
+    skipped: bool,
+}
+
+/// An operator's preview queue.
+#[derive(Serialize, ToSchema)]
+struct PreviewQueue {
+    operator_id: OperatorId,
+    state: OperatorState,
+    /// The lead offered to the operator now, if any.
+    offered: Option<OfferedLead>,
+    /// The next due leads of the preview campaigns the operator works (at most 5).
+    next: Vec<QueuedLead>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct OfferedLead {
+    lead_id: LeadId,
+    campaign_id: CampaignId,
+    phone: String,
+    name: Option<String>,
+    external_id: Option<String>,
+    #[schema(value_type = Object)]
+    fields: Value,
+    attempts_count: i32,
+    /// Until then the lead is the operator's; then it is freed and the operator paused.
+    reserved_until: DateTime<Utc>,
+    /// When it is dialled by itself (the campaign's `preview.auto_dial_secs`), if ever.
+    auto_dial_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct QueuedLead {
+    lead_id: LeadId,
+    campaign_id: CampaignId,
+    phone: String,
+    name: Option<String>,
+    external_id: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -196,6 +318,7 @@ fn operator_error(e: OperatorError) -> ApiError {
     match e {
         OperatorError::NotFound => ApiError::NotFound("operator not found".into()),
         OperatorError::Invalid(fields) => ApiError::Invalid(fields),
+        OperatorError::Conflict(m) => ApiError::Conflict(m),
         OperatorError::Db(e) => e.into(),
     }
 }
@@ -208,11 +331,32 @@ fn command_error(e: CommandError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// A page of a list, and (for leads) a state to filter by.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// Rows in the page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// Rows to skip (default 0).
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Only leads in this state.
+    #[param(value_type = Option<LeadState>)]
     state: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PageOnly {
+    /// Rows in the page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Rows to skip (default 0).
+    #[param(minimum = 0)]
+    offset: Option<i64>,
 }
 
 impl Page {
@@ -231,12 +375,12 @@ impl Page {
 
 // ---- campaigns ------------------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "create_campaign", request_body(content = Object, description = "campaign settings (see README)", content_type = "application/json"), responses((status = 201, description = "created", body = Object), (status = 422, description = "invalid settings", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "create_campaign", request_body(content = CampaignSpec, description = "the campaign's settings; only name, trunk and caller_id are required", content_type = "application/json"), responses((status = 201, description = "created, in state draft", body = Campaign), (status = 409, description = "another campaign has this name", body = ErrorBody), (status = 422, description = "invalid settings; `fields` names each", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn create_campaign(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Campaign>)> {
     let spec = CampaignSpec::from_json(json_body(&body)?).map_err(ApiError::Invalid)?;
     let campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
     audit(
@@ -249,31 +393,29 @@ async fn create_campaign(
         Some(json!(campaign)),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(json!(campaign))))
+    Ok((StatusCode::CREATED, Json(campaign)))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "list_campaigns", responses((status = 200, description = "all campaigns", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
-async fn list_campaigns(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(campaigns::list(&s.pool).await.map_err(store_error)?)))
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "list_campaigns", responses((status = 200, description = "all campaigns, newest first", body = Vec<Campaign>)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn list_campaigns(State(s): State<ApiState>) -> ApiResult<Json<Vec<Campaign>>> {
+    Ok(Json(campaigns::list(&s.pool).await.map_err(store_error)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "get_campaign", params(("id" = String, Path, description = "campaign id")), responses((status = 200, description = "the campaign with lead counts", body = Object), (status = 404, description = "no such campaign", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
-async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "get_campaign", params(("id" = Uuid, Path, description = "campaign id")), responses((status = 200, description = "the campaign with its leads by state", body = Campaign), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Campaign>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
-    let campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
-    let counts = leads::counts(&s.pool, id).await?;
-    let mut body = json!(campaign);
-    body["leads"] = json!(counts);
-    Ok(Json(body))
+    let mut campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
+    campaign.leads = Some(leads::counts(&s.pool, id).await?);
+    Ok(Json(campaign))
 }
 
-#[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "update_campaign", params(("id" = String, Path, description = "campaign id")), request_body(content = Object, description = "settings to change", content_type = "application/json"), responses((status = 200, description = "updated", body = Object), (status = 404, description = "no such campaign", body = ErrorBody), (status = 422, description = "invalid settings", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", operation_id = "update_campaign", params(("id" = Uuid, Path, description = "campaign id")), request_body(content = inline(Object), description = "the settings to change (see CampaignChanges); the others keep their values", content_type = "application/json"), responses((status = 200, description = "updated", body = Campaign), (status = 404, description = "no such campaign", body = ErrorBody), (status = 409, description = "another campaign has this name", body = ErrorBody), (status = 422, description = "invalid settings", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn update_campaign(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Campaign>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     let before = campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let campaign = campaigns::update(&s.pool, id, json_body(&body)?)
@@ -289,15 +431,15 @@ async fn update_campaign(
         Some(json!(campaign)),
     )
     .await?;
-    Ok(Json(json!(campaign)))
+    Ok(Json(campaign))
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "campaigns", operation_id = "campaign_action", params(("id" = String, Path, description = "campaign id"), ("action" = String, Path, description = "start, pause, resume or stop")), responses((status = 200, description = "the campaign in its new state", body = Object), (status = 404, description = "no such campaign or action", body = ErrorBody), (status = 409, description = "not allowed from the current state", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/{action}", tag = "campaigns", operation_id = "campaign_action", params(("id" = Uuid, Path, description = "campaign id"), ("action" = CampaignAction, Path, description = "what to do")), responses((status = 200, description = "the campaign in its new state", body = Campaign), (status = 404, description = "no such campaign or action", body = ErrorBody), (status = 409, description = "not allowed from the current state", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn campaign_action(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path((id, action)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Campaign>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     let audit_action = format!("campaign.{action}");
     let action = match action.as_str() {
@@ -324,21 +466,21 @@ async fn campaign_action(
     )
     .await?;
     s.engine.wake.notify_one();
-    Ok(Json(json!(campaign)))
+    Ok(Json(campaign))
 }
 
 // ---- leads ------------------------------------------------------------------------------------
 
 /// JSON (`application/json`: an array of leads, or `{"leads": [...]}`) or CSV (`text/csv`,
 /// streamed). Answers with the import report; bad rows are listed, good rows imported.
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "import_leads", params(("id" = String, Path, description = "campaign id")), request_body(content((Object = "application/json"), (String = "text/csv")), description = "leads as a JSON array or CSV with a phone column"), responses((status = 200, description = "import report", body = Object), (status = 400, description = "unreadable file", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "import_leads", params(("id" = Uuid, Path, description = "campaign id")), request_body(content((LeadUpload = "application/json"), (String = "text/csv")), description = "leads as JSON (a list, or {\"leads\": [...]}) or CSV with a header row naming a phone column (and name, timezone, external_id, priority; other columns become fields)"), responses((status = 200, description = "the import report: rows imported, duplicates, and each rejected row with its number and reason", body = ImportReport), (status = 404, description = "no such campaign", body = ErrorBody), (status = 503, description = "too many imports at once; try again", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn import_leads(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImportReport>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     let campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let region: Option<Region> = campaign.spec.region();
@@ -365,7 +507,14 @@ async fn import_leads(
         let rows = match json_body(&bytes)? {
             Value::Array(rows) => rows,
             Value::Object(mut o) => match o.remove("leads") {
-                Some(Value::Array(rows)) => rows,
+                Some(Value::Array(rows)) if o.is_empty() => rows,
+                Some(Value::Array(_)) => {
+                    let extra = o.keys().next().cloned().unwrap_or_default();
+                    return Err(ApiError::invalid(
+                        &extra,
+                        "unknown field; the object holds only `leads`",
+                    ));
+                }
                 _ => return Err(ApiError::invalid("leads", "expected a list of leads")),
             },
             _ => return Err(ApiError::invalid("body", "expected a list of leads")),
@@ -381,15 +530,15 @@ async fn import_leads(
         s.engine.wake.notify_one();
     }
     audit(&s, &actor, "leads.import", "campaign", id, None, Some(json!(report))).await?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "list_leads", params(("id" = String, Path, description = "campaign id"), ("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip"), ("state" = Option<String>, Query, description = "lead state")), responses((status = 200, description = "leads", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "list_leads", params(("id" = Uuid, Path, description = "campaign id"), Page), responses((status = 200, description = "leads, oldest first", body = Vec<Lead>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_leads(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Lead>>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let (limit, offset) = page.bounds()?;
@@ -402,23 +551,21 @@ async fn list_leads(
             )
         })?),
     };
-    Ok(Json(json!(leads::list(&s.pool, id, state, limit, offset).await?)))
+    Ok(Json(leads::list(&s.pool, id, state, limit, offset).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = String, Path, description = "lead id")), responses((status = 200, description = "the lead with its attempts", body = Object), (status = 404, description = "no such lead", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
-async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = Uuid, Path, description = "lead id")), responses((status = 200, description = "the lead with its attempts", body = LeadWithAttempts), (status = 404, description = "no such lead", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<LeadWithAttempts>> {
     let id: LeadId = parse_id(&id, "lead")?;
     let lead = leads::get(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("lead not found".into()))?;
-    let history = attempts::list(&s.pool, None, Some(id), 1000, 0).await?;
-    let mut body = json!(lead);
-    body["attempts"] = json!(history);
-    Ok(Json(body))
+    let attempts = attempts::list(&s.pool, None, Some(id), 1000, 0).await?;
+    Ok(Json(LeadWithAttempts { lead, attempts }))
 }
 
 /// Cancels the lead: it is not called again, and a call in progress is hung up.
-#[utoipa::path(delete, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "remove_lead", params(("id" = String, Path, description = "lead id")), responses((status = 204, description = "canceled"), (status = 404, description = "no such lead", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(delete, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "remove_lead", params(("id" = Uuid, Path, description = "lead id")), responses((status = 204, description = "canceled"), (status = 404, description = "no such lead", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn remove_lead(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -451,21 +598,30 @@ async fn remove_lead(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DncInput {
+    #[schema(schema_with = schema::phone)]
     phone: String,
+    /// Only for this campaign; absent: never called by any campaign.
     #[serde(default)]
     campaign_id: Option<CampaignId>,
+    /// For a number written without its country code (default RU).
     #[serde(default)]
+    #[schema(schema_with = schema::nullable_region)]
     region: Option<String>,
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "asked not to be called"
+    )]
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/dnc", tag = "dnc", operation_id = "add_dnc", request_body(content = DncInput, description = "number to block", content_type = "application/json"), responses((status = 201, description = "added", body = Object), (status = 422, description = "invalid number", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(post, path = "/api/v1/dnc", tag = "dnc", operation_id = "add_dnc", request_body(content = DncInput, description = "the number to block", content_type = "application/json"), responses((status = 201, description = "added (or already there)", body = DncEntry), (status = 404, description = "no such campaign", body = ErrorBody), (status = 422, description = "not a valid number", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn add_dnc(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DncEntry>)> {
     let input: DncInput = typed(json_body(&body)?)?;
     let problems = crate::text::line_problems(&[
         ("phone", Some(&input.phone), 64),
@@ -485,16 +641,16 @@ async fn add_dnc(
     }
     let entry = dnc::add(&s.pool, &phone, input.campaign_id, input.reason.as_deref()).await?;
     audit(&s, &actor, "dnc.add", "dnc", phone.as_str(), None, Some(json!(entry))).await?;
-    Ok((StatusCode::CREATED, Json(json!(entry))))
+    Ok((StatusCode::CREATED, Json(entry)))
 }
 
-#[utoipa::path(get, path = "/api/v1/dnc", tag = "dnc", operation_id = "list_dnc", params(("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip")), responses((status = 200, description = "DNC entries", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
-async fn list_dnc(State(s): State<ApiState>, Query(page): Query<Page>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/dnc", tag = "dnc", operation_id = "list_dnc", params(PageOnly), responses((status = 200, description = "DNC entries, newest first", body = Vec<DncEntry>)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn list_dnc(State(s): State<ApiState>, Query(page): Query<Page>) -> ApiResult<Json<Vec<DncEntry>>> {
     let (limit, offset) = page.bounds()?;
-    Ok(Json(json!(dnc::list(&s.pool, limit, offset).await?)))
+    Ok(Json(dnc::list(&s.pool, limit, offset).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/dnc/{id}", tag = "dnc", operation_id = "remove_dnc", params(("id" = i64, Path, description = "DNC entry id")), responses((status = 204, description = "removed"), (status = 404, description = "no such entry", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
+#[utoipa::path(delete, path = "/api/v1/dnc/{id}", tag = "dnc", operation_id = "remove_dnc", params(("id" = i64, Path, description = "DNC entry id")), responses((status = 204, description = "removed"), (status = 404, description = "no such entry", body = ErrorBody)), security(("token" = ["campaigns:write"])))]
 async fn remove_dnc(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -511,39 +667,37 @@ async fn remove_dnc(
 
 // ---- operators --------------------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/api/v1/operators", tag = "operators", operation_id = "create_operator", request_body(content = Object, description = "name, endpoint (e.g. PJSIP/op1), skills", content_type = "application/json"), responses((status = 201, description = "created", body = Object), (status = 422, description = "invalid input", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+#[utoipa::path(post, path = "/api/v1/operators", tag = "operators", operation_id = "create_operator", request_body(content = OperatorInput, description = "name and endpoint are required", content_type = "application/json"), responses((status = 201, description = "created", body = Operator), (status = 409, description = "another operator uses this endpoint", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn create_operator(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Operator>)> {
     let input: OperatorInput = typed(json_body(&body)?)?;
     let op = operators::create(&s.pool, input).await.map_err(operator_error)?;
     s.engine.operators_changed();
     audit(&s, &actor, "operator.create", "operator", op.id, None, Some(json!(op))).await?;
-    Ok((StatusCode::CREATED, Json(json!(op))))
+    Ok((StatusCode::CREATED, Json(op)))
 }
 
-#[utoipa::path(get, path = "/api/v1/operators", tag = "operators", operation_id = "list_operators", responses((status = 200, description = "operators with their session state", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
-async fn list_operators(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(operators::list(&s.pool).await?)))
+#[utoipa::path(get, path = "/api/v1/operators", tag = "operators", operation_id = "list_operators", responses((status = 200, description = "operators with their session state", body = Vec<Operator>)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
+async fn list_operators(State(s): State<ApiState>) -> ApiResult<Json<Vec<Operator>>> {
+    Ok(Json(operators::list(&s.pool).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "get_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "the operator", body = Object), (status = 404, description = "no such operator", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
-async fn get_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "get_operator", params(("id" = Uuid, Path, description = "operator id")), responses((status = 200, description = "the operator", body = Operator), (status = 404, description = "no such operator", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["reports:read"])))]
+async fn get_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Operator>> {
     let id: OperatorId = parse_id(&id, "operator")?;
-    Ok(Json(json!(operators::get(&s.pool, id)
-        .await
-        .map_err(operator_error)?)))
+    Ok(Json(operators::get(&s.pool, id).await.map_err(operator_error)?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "update_operator", params(("id" = String, Path, description = "operator id")), request_body(content = Object, description = "name, endpoint, skills, enabled", content_type = "application/json"), responses((status = 200, description = "updated", body = Object), (status = 404, description = "no such operator", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+#[utoipa::path(patch, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "update_operator", params(("id" = Uuid, Path, description = "operator id")), request_body(content = OperatorInput, description = "the fields to change", content_type = "application/json"), responses((status = 200, description = "updated", body = Operator), (status = 404, description = "no such operator", body = ErrorBody), (status = 409, description = "another operator uses this endpoint", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn update_operator(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Operator>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: OperatorInput = typed(json_body(&body)?)?;
     let before = operators::get(&s.pool, id).await.map_err(operator_error)?;
@@ -559,10 +713,10 @@ async fn update_operator(
         Some(json!(after)),
     )
     .await?;
-    Ok(Json(json!(after)))
+    Ok(Json(after))
 }
 
-#[utoipa::path(delete, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "delete_operator", params(("id" = String, Path, description = "operator id")), responses((status = 204, description = "deleted"), (status = 409, description = "logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+#[utoipa::path(delete, path = "/api/v1/operators/{id}", tag = "operators", operation_id = "delete_operator", params(("id" = Uuid, Path, description = "operator id")), responses((status = 204, description = "deleted"), (status = 409, description = "logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn delete_operator(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
@@ -582,7 +736,7 @@ async fn delete_operator(
 }
 
 /// Starts a session by calling the operator's phone; answers 202 (the phone still rings).
-#[utoipa::path(post, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "start_session", params(("id" = String, Path, description = "operator id")), responses((status = 202, description = "the phone is being rung"), (status = 409, description = "already logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+#[utoipa::path(post, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "start_session", params(("id" = Uuid, Path, description = "operator id")), responses((status = 202, description = "the phone is being rung"), (status = 409, description = "already logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn start_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let op = operators::get(&s.pool, id).await.map_err(operator_error)?;
@@ -597,72 +751,75 @@ async fn start_session(State(s): State<ApiState>, Path(id): Path<String>) -> Api
     Ok(StatusCode::ACCEPTED)
 }
 
-#[utoipa::path(delete, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "end_session", params(("id" = String, Path, description = "operator id")), responses((status = 202, description = "ending"), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
+#[utoipa::path(delete, path = "/api/v1/operators/{id}/session", tag = "operators", operation_id = "end_session", params(("id" = Uuid, Path, description = "operator id")), responses((status = 202, description = "ending"), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
 async fn end_session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id: OperatorId = parse_id(&id, "operator")?;
     s.engine.end_session(id).await.map_err(command_error)?;
     Ok(StatusCode::ACCEPTED)
 }
 
-#[utoipa::path(post, path = "/api/v1/operators/{id}/pause", tag = "operators", operation_id = "pause_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "new state", body = Object), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
-async fn pause_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/v1/operators/{id}/pause", tag = "operators", operation_id = "pause_operator", params(("id" = Uuid, Path, description = "operator id")), responses((status = 200, description = "the new state", body = OperatorStateAnswer), (status = 404, description = "no such operator", body = ErrorBody), (status = 409, description = "not logged in", body = ErrorBody)), security(("token" = ["operators:write"])))]
+async fn pause_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<OperatorStateAnswer>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let state = s.engine.set_paused(id, true).await.map_err(command_error)?;
-    Ok(Json(json!({ "state": state })))
+    Ok(Json(OperatorStateAnswer { state }))
 }
 
-#[utoipa::path(post, path = "/api/v1/operators/{id}/ready", tag = "operators", operation_id = "ready_operator", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "new state", body = Object), (status = 409, description = "not logged in", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"])))]
-async fn ready_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/v1/operators/{id}/ready", tag = "operators", operation_id = "ready_operator", params(("id" = Uuid, Path, description = "operator id")), responses((status = 200, description = "the new state", body = OperatorStateAnswer), (status = 404, description = "no such operator", body = ErrorBody), (status = 409, description = "not logged in", body = ErrorBody)), security(("token" = ["operators:write"])))]
+async fn ready_operator(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<OperatorStateAnswer>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let state = s.engine.set_paused(id, false).await.map_err(command_error)?;
-    Ok(Json(json!({ "state": state })))
+    Ok(Json(OperatorStateAnswer { state }))
 }
 
 // ---- attempts ---------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/attempts/{id}", tag = "attempts", operation_id = "get_attempt", params(("id" = String, Path, description = "attempt id")), responses((status = 200, description = "the attempt with its timeline", body = Object), (status = 404, description = "no such attempt", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
-async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/attempts/{id}", tag = "attempts", operation_id = "get_attempt", params(("id" = Uuid, Path, description = "attempt id")), responses((status = 200, description = "the attempt with its timeline", body = AttemptView), (status = 404, description = "no such attempt", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<AttemptView>> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let attempt = attempts::get(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
-    Ok(Json(json!(attempt)))
+    Ok(Json(attempt))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = String, Path, description = "campaign id"), ("limit" = Option<i64>, Query, description = "1..1000, default 100"), ("offset" = Option<i64>, Query, description = "rows to skip")), responses((status = 200, description = "attempts, newest first", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = Uuid, Path, description = "campaign id"), PageOnly), responses((status = 200, description = "attempts, newest first", body = Vec<AttemptView>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_campaign_attempts(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<AttemptView>>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let (limit, offset) = page.bounds()?;
-    Ok(Json(json!(
-        attempts::list(&s.pool, Some(id), None, limit, offset).await?
-    )))
+    Ok(Json(attempts::list(&s.pool, Some(id), None, limit, offset).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DispositionInput {
-    /// A result wire name, e.g. success, callback-needed.
-    #[schema(value_type = String)]
     result: AttemptResult,
     #[serde(default)]
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     notes: Option<String>,
+    /// With `callback-needed` only: when to call back (in the future); absent: after the
+    /// campaign's retry delay.
     #[serde(default)]
     callback_at: Option<DateTime<Utc>>,
+    /// With `callback-needed`: the callback goes to the same operator.
     #[serde(default)]
     same_operator: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/attempts/{id}/disposition", tag = "attempts", operation_id = "set_disposition", params(("id" = String, Path, description = "attempt id")), request_body(content = DispositionInput, description = "result, notes, callback", content_type = "application/json"), responses((status = 200, description = "the attempt", body = Object), (status = 409, description = "not in wrap-up", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
+#[utoipa::path(post, path = "/api/v1/attempts/{id}/disposition", tag = "attempts", operation_id = "set_disposition", params(("id" = Uuid, Path, description = "attempt id")), request_body(content = DispositionInput, description = "result, notes, callback", content_type = "application/json"), responses((status = 200, description = "the attempt", body = AttemptView), (status = 404, description = "no such attempt", body = ErrorBody), (status = 409, description = "the call is not in wrap-up, or has its result", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn set_disposition(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttemptView>> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let input: DispositionInput = typed(json_body(&body)?)?;
     if input.result == AttemptResult::CallbackNeeded {
@@ -690,18 +847,23 @@ async fn set_disposition(
         attempts::DispositionError::Db(e) => e.into(),
     })?;
     s.engine.disposition_done(id);
-    let attempt = attempts::get(&s.pool, id).await?;
-    Ok(Json(json!(attempt)))
+    let attempt = attempts::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
+    Ok(Json(attempt))
 }
 
 // ---- single calls -----------------------------------------------------------------------------
 
 /// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
 /// exists; refusals change nothing.
-#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place", content_type = "application/json"), responses((status = 201, description = "the attempt", body = Object), (status = 404, description = "unknown operator", body = ErrorBody), (status = 409, description = "operator or number busy", body = ErrorBody), (status = 422, description = "invalid input, DNC", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
-async fn create_call(State(s): State<ApiState>, JsonBody(body): JsonBody) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place: a phone or a lead, for an operator", content_type = "application/json"), responses((status = 201, description = "the attempt", body = AttemptView), (status = 404, description = "unknown operator, lead or campaign", body = ErrorBody), (status = 409, description = "operator busy or not ready, number in another call or on the DNC list", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["calls:write"])))]
+async fn create_call(
+    State(s): State<ApiState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<AttemptView>)> {
     let view = s.placer.place(parse_call_request(&body)?).await?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 impl From<PlaceError> for ApiError {
@@ -719,8 +881,8 @@ impl From<PlaceError> for ApiError {
 
 /// Stops a live attempt: the customer leg (and a ringing operator leg) is hung up, status
 /// `canceled`.
-#[utoipa::path(post, path = "/api/v1/attempts/{id}/cancel", tag = "attempts", operation_id = "cancel_attempt", params(("id" = String, Path, description = "attempt id")), responses((status = 202, description = "canceling", body = Object), (status = 409, description = "not live", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"])))]
-async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/attempts/{id}/cancel", tag = "attempts", operation_id = "cancel_attempt", params(("id" = Uuid, Path, description = "attempt id")), responses((status = 202, description = "canceling", body = Canceling), (status = 404, description = "no such attempt", body = ErrorBody), (status = 409, description = "not live", body = ErrorBody)), security(("token" = ["calls:write"])))]
+async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Canceling>)> {
     let id: AttemptId = parse_id(&id, "attempt")?;
     let attempt = attempts::get(&s.pool, id)
         .await?
@@ -731,15 +893,21 @@ async fn cancel_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
             attempt.status
         )));
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "canceling" }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Canceling {
+            id,
+            status: "canceling",
+        }),
+    ))
 }
 
 // ---- preview queue ----------------------------------------------------------------------------
 
 /// The operator's preview queue: the lead offered now (if any), then the next few due leads of
 /// the preview campaigns they work.
-#[utoipa::path(get, path = "/api/v1/operators/{id}/queue", tag = "preview", operation_id = "operator_queue", params(("id" = String, Path, description = "operator id")), responses((status = 200, description = "offered lead and the next due leads", body = Object), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["calls:write"]), ("token" = ["reports:read"])))]
-async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/operators/{id}/queue", tag = "preview", operation_id = "operator_queue", params(("id" = Uuid, Path, description = "operator id")), responses((status = 200, description = "the offered lead and the next due leads", body = PreviewQueue), (status = 404, description = "no such operator", body = ErrorBody)), security(("token" = ["operators:write"]), ("token" = ["calls:write"]), ("token" = ["reports:read"])))]
+async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<PreviewQueue>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let op = operators::get(&s.pool, id).await.map_err(operator_error)?;
     let offered: Option<Value> = sqlx::query_scalar(
@@ -769,13 +937,20 @@ async fn operator_queue(State(s): State<ApiState>, Path(id): Path<String>) -> Ap
     .bind(id.to_string())
     .fetch_all(&s.pool)
     .await?;
-    Ok(Json(
-        json!({ "operator_id": id, "state": op.state, "offered": offered, "next": next }),
-    ))
+    // The SQL builds the rows; decoding them here keeps them to the documented shape.
+    fn decode<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+        serde_json::from_value(v).map_err(|e| ApiError::Internal(e.into()))
+    }
+    Ok(Json(PreviewQueue {
+        operator_id: id,
+        state: op.state,
+        offered: offered.map(decode).transpose()?,
+        next: next.into_iter().map(decode).collect::<Result<_, _>>()?,
+    }))
 }
 
-#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/dial", tag = "preview", operation_id = "dial_offered", params(("id" = String, Path, description = "operator id")), responses((status = 201, description = "the attempt", body = Object), (status = 409, description = "nothing offered", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
-async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/dial", tag = "preview", operation_id = "dial_offered", params(("id" = Uuid, Path, description = "operator id")), responses((status = 201, description = "the attempt", body = AttemptView), (status = 404, description = "no such operator", body = ErrorBody), (status = 409, description = "nothing offered", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
+async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<AttemptView>)> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let attempt = s
         .engine
@@ -783,24 +958,32 @@ async fn dial_offered(State(s): State<ApiState>, Path(id): Path<String>) -> ApiR
         .await
         .map_err(command_error)?;
     let view = match attempt {
-        Some(a) => json!(attempts::get(&s.pool, a).await?),
-        None => Value::Null,
-    };
+        Some(a) => attempts::get(&s.pool, a).await?,
+        None => None,
+    }
+    .ok_or_else(|| ApiError::Conflict("the offer ended before it was dialled".into()))?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SkipInput {
+    /// Why the operator skips the lead.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "customer asked for email"
+    )]
     reason: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/skip", tag = "preview", operation_id = "skip_offered", params(("id" = String, Path, description = "operator id")), request_body(content = SkipInput, description = "why", content_type = "application/json"), responses((status = 200, description = "skipped", body = Object), (status = 409, description = "nothing offered", body = ErrorBody), (status = 401, description = "no or unknown token", body = ErrorBody), (status = 403, description = "the token lacks the scope", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
+#[utoipa::path(post, path = "/api/v1/operators/{id}/queue/skip", tag = "preview", operation_id = "skip_offered", params(("id" = Uuid, Path, description = "operator id")), request_body(content = SkipInput, description = "why", content_type = "application/json"), responses((status = 200, description = "skipped", body = Skipped), (status = 404, description = "no such operator", body = ErrorBody), (status = 409, description = "nothing offered", body = ErrorBody), (status = 422, description = "no reason given", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["operators:write"])))]
 async fn skip_offered(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Skipped>> {
     let id: OperatorId = parse_id(&id, "operator")?;
     let input: SkipInput = typed(json_body(&body)?)?;
     if input.reason.trim().is_empty() {
@@ -813,5 +996,5 @@ async fn skip_offered(
         .offer_action(id, OfferAction::Skip(input.reason))
         .await
         .map_err(command_error)?;
-    Ok(Json(json!({ "skipped": true })))
+    Ok(Json(Skipped { skipped: true }))
 }

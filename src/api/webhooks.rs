@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{json_body, parse_id, typed, ApiError, ApiResult, ApiState, ErrorBody, JsonBody};
@@ -22,19 +23,24 @@ pub struct WebhookInput {
     /// http:// or https:// address that receives the POSTs; a public address unless the
     /// configuration allows private ones. A user name and password in it are kept apart and
     /// sent as basic auth, never shown again.
+    #[schema(schema_with = crate::api::schema::webhook_url)]
     url: String,
-    /// HMAC-SHA256 key, at least 16 characters; generated (and shown once) when absent.
+    /// HMAC-SHA256 key, 16 to 200 characters; generated (and shown once) when absent.
     #[serde(default)]
+    #[schema(min_length = 16, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     secret: Option<String>,
     /// Event types to deliver; empty or absent means all.
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::event_types)]
     event_types: Vec<String>,
     #[serde(default)]
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     description: Option<String>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-struct WebhookView {
+/// A subscription (its secret is never shown after creation).
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
+pub struct WebhookView {
     id: Uuid,
     url: String,
     event_types: Vec<String>,
@@ -48,6 +54,32 @@ struct WebhookView {
     failed: i64,
 }
 
+/// A new subscription, with its secret: the only time it is shown.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    view: WebhookView,
+    secret: String,
+}
+
+/// One delivery of one event to one subscription.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    id: i64,
+    event_id: Uuid,
+    event_type: String,
+    /// pending, delivered or failed (given up).
+    #[schema(pattern = "^(pending|delivered|failed)$")]
+    status: String,
+    tries: i32,
+    next_try_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last try.
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    delivered_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
 const VIEW: &str = "SELECT w.id, w.url, w.event_types, w.description, w.enabled,
         w.basic_auth IS NOT NULL AS basic_auth, w.created_at,
         count(*) FILTER (WHERE d.status = 'pending') AS pending,
@@ -58,7 +90,7 @@ const VIEW: &str = "SELECT w.id, w.url, w.event_types, w.description, w.enabled,
 /// Subscribes a URL to events. The answer holds the secret; it is not shown again.
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "create_webhook",
     request_body(content = WebhookInput, content_type = "application/json"),
-    responses((status = 201, description = "created; includes the secret", body = Object),
+    responses((status = 201, description = "created; includes the secret", body = WebhookCreated),
         (status = 422, description = "invalid input", body = ErrorBody),
         (status = 401, description = "no or unknown token", body = ErrorBody),
         (status = 403, description = "the token lacks the scope", body = ErrorBody)),
@@ -67,7 +99,7 @@ pub async fn create_webhook(
     State(s): State<ApiState>,
     Extension(actor): Extension<Actor>,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<WebhookCreated>)> {
     let input: WebhookInput = typed(json_body(&body)?)?;
     let problems = line_problems(&[
         ("url", Some(&input.url), 2000),
@@ -95,7 +127,7 @@ pub async fn create_webhook(
         ));
     }
     let secret = match input.secret {
-        Some(secret) if secret.len() < 16 => return Err(ApiError::invalid("secret", "16 to 200 characters")),
+        Some(secret) if secret.chars().count() < 16 => return Err(ApiError::invalid("secret", "16 to 200 characters")),
         Some(secret) => secret,
         None => {
             let mut raw = [0u8; 24];
@@ -134,27 +166,25 @@ pub async fn create_webhook(
     )
     .await?;
     tx.commit().await?;
-    let mut body = json!(view);
-    body["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((StatusCode::CREATED, Json(WebhookCreated { view, secret })))
 }
 
 /// Subscriptions with their delivery counts (secrets are never shown again).
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks",
-    responses((status = 200, description = "subscriptions", body = Object),
+    responses((status = 200, description = "subscriptions", body = Vec<WebhookView>),
         (status = 401, description = "no or unknown token", body = ErrorBody),
         (status = 403, description = "the token lacks the scope", body = ErrorBody)),
     security(("token" = ["admin"])))]
-pub async fn list_webhooks(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+pub async fn list_webhooks(State(s): State<ApiState>) -> ApiResult<Json<Vec<WebhookView>>> {
     let rows: Vec<WebhookView> = sqlx::query_as(&format!("{VIEW} GROUP BY w.id ORDER BY w.created_at"))
         .fetch_all(&s.pool)
         .await?;
-    Ok(Json(json!(rows)))
+    Ok(Json(rows))
 }
 
 /// Removes a subscription and its pending deliveries.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", operation_id = "delete_webhook",
-    params(("id" = String, Path, description = "webhook id")),
+    params(("id" = Uuid, Path, description = "webhook id")),
     responses((status = 204, description = "deleted"),
         (status = 404, description = "no such webhook", body = ErrorBody),
         (status = 401, description = "no or unknown token", body = ErrorBody),
@@ -189,18 +219,21 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryFilter {
+    /// Only deliveries in this state.
+    #[param(pattern = "^(pending|delivered|failed)$")]
     status: Option<String>,
+    /// Rows, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
 /// Deliveries of one subscription, newest first; `status=failed` shows what was given up.
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "list_deliveries",
-    params(("id" = String, Path, description = "webhook id"),
-        ("status" = Option<String>, Query, description = "pending, delivered or failed"),
-        ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
-    responses((status = 200, description = "deliveries", body = Object),
+    params(("id" = Uuid, Path, description = "webhook id"), DeliveryFilter),
+    responses((status = 200, description = "deliveries, newest first", body = Vec<Delivery>),
         (status = 404, description = "no such webhook", body = ErrorBody),
         (status = 401, description = "no or unknown token", body = ErrorBody),
         (status = 403, description = "the token lacks the scope", body = ErrorBody)),
@@ -209,7 +242,7 @@ pub async fn list_deliveries(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(filter): Query<DeliveryFilter>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Delivery>>> {
     let id: Uuid = parse_id(&id, "webhook")?;
     if let Some(status) = filter.status.as_deref() {
         if !matches!(status, "pending" | "delivered" | "failed") {
@@ -240,5 +273,11 @@ pub async fn list_deliveries(
     .bind(limit)
     .fetch_all(&s.pool)
     .await?;
-    Ok(Json(json!(rows)))
+    // The SQL builds the rows; decoding them here keeps them to the documented shape.
+    let rows = rows
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<Delivery>, _>>()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(rows))
 }

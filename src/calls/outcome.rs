@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where an attempt is in its life (DESIGN.md "States and outcomes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttemptStatus {
     Init,
@@ -17,7 +17,7 @@ pub enum AttemptStatus {
 }
 
 /// What came of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttemptResult {
     Success,

@@ -22,22 +22,38 @@ use crate::phone::{PhoneNumber, Region};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallRequest {
+    /// The operator whose phone takes the call (logged in, free).
     pub operator_id: OperatorId,
+    /// The number to call; give this or `lead_id`, not both.
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::nullable_phone)]
     pub phone: Option<String>,
+    /// The lead to call; give this or `phone`, not both.
     #[serde(default)]
     pub lead_id: Option<LeadId>,
     /// Named: the campaign's trunk, caller ID and retry rules apply.
     #[serde(default)]
     pub campaign_id: Option<CampaignId>,
+    /// The number the customer sees, instead of the campaign's (or the configured one).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub caller_id: Option<String>,
+    /// For a number written without its country code; default the campaign's, else the
+    /// configured one.
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::nullable_region)]
     pub region: Option<String>,
+    /// The CRM's id for this call, echoed in every event.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub correlation_id: Option<String>,
+    /// The CRM's own data, echoed in every event.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::api::schema::nullable_free_object)]
     pub crm: Option<Value>,
 }
 
@@ -140,7 +156,7 @@ impl Placer {
     pub async fn place(&self, input: CallRequest) -> Result<AttemptView, PlaceError> {
         let campaign = match input.campaign_id {
             Some(id) => Some(campaigns::get(&self.pool, id).await.map_err(|e| match e {
-                StoreError::NotFound => invalid("campaign_id", "no such campaign"),
+                StoreError::NotFound => PlaceError::NotFound("no such campaign".into()),
                 StoreError::Db(e) => e.into(),
                 other => PlaceError::Internal(anyhow::anyhow!("{other}")),
             })?),
@@ -151,7 +167,7 @@ impl Placer {
             (None, Some(lead)) => {
                 let lead = leads::get(&self.pool, lead)
                     .await?
-                    .ok_or_else(|| invalid("lead_id", "no such lead"))?;
+                    .ok_or_else(|| PlaceError::NotFound("no such lead".into()))?;
                 if campaign.as_ref().is_some_and(|c| c.id != lead.campaign_id) {
                     return Err(invalid("lead_id", "the lead belongs to another campaign"));
                 }
@@ -167,7 +183,7 @@ impl Placer {
         let region = Region::parse(&region_code).map_err(|e| invalid("region", e.to_string()))?;
         let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| invalid("phone", e.to_string()))?;
         if dnc::is_listed(&self.pool, &phone, input.campaign_id).await? {
-            return Err(invalid("phone", "the number is on the do-not-call list"));
+            return Err(PlaceError::Conflict("the number is on the do-not-call list".into()));
         }
         let mut spec = match &campaign {
             Some(c) => c.spec.clone(),

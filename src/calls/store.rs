@@ -500,15 +500,20 @@ async fn disposition_in(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     pub id: AttemptId,
     pub lead_id: Option<LeadId>,
     pub campaign_id: Option<CampaignId>,
     pub operator_id: Option<OperatorId>,
     pub phone: String,
+    /// `campaign` (dialled by the scheduler), `preview` (an offered lead the operator dialled)
+    /// or `click-to-call`.
+    #[schema(pattern = "^(campaign|preview|click-to-call)$")]
     pub kind: String,
+    #[schema(value_type = AttemptStatus)]
     pub status: String,
+    #[schema(value_type = Option<AttemptResult>)]
     pub result: Option<String>,
     pub hangup_cause: Option<i32>,
     pub hangup_cause_txt: Option<String>,
@@ -528,12 +533,17 @@ pub struct AttemptView {
     pub timeline: Option<Vec<TransitionView>>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One step of an attempt's life.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TransitionView {
+    #[schema(value_type = Option<AttemptStatus>)]
     pub from_status: Option<String>,
+    #[schema(value_type = AttemptStatus)]
     pub to_status: String,
+    #[schema(value_type = Option<AttemptResult>)]
     pub result: Option<String>,
     pub reason: Option<String>,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
 }

@@ -9,7 +9,7 @@ pub mod store;
 
 pub use spec::{CampaignSpec, FieldError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CampaignState {
     Draft,

@@ -11,30 +11,73 @@ use crate::dialer::window::{self, Windows};
 use crate::ids::OperatorId;
 use crate::phone::Region;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything a supervisor sets on a campaign. Rules between fields that a schema cannot state:
+/// `pacing.target_abandon_rate` is at most `max_abandon_rate`, `preview.auto_dial_secs` is
+/// below `preview.reservation_secs`, and each calling window's `from` is before its `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CampaignSpec {
+    /// Shown to supervisors; unique among campaigns.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Autumn renewals"
+    )]
     pub name: String,
     /// Endpoint template; `{number}` becomes the E.164 number: `PJSIP/{number}@trunk`.
+    #[schema(
+        required = true,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*\{number\}[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "PJSIP/{number}@trunk"
+    )]
     pub trunk: String,
+    /// The number customers see (and can call back).
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "74950000000"
+    )]
     pub caller_id: String,
-    /// IANA zone for leads without their own.
+    /// IANA zone for leads without their own (default UTC).
+    #[schema(schema_with = crate::api::schema::time_zone)]
     pub timezone: String,
-    /// ISO region for numbers written without a country code.
+    /// ISO region for numbers written without a country code (default RU).
+    #[schema(schema_with = crate::api::schema::region)]
     pub default_region: String,
     pub enabled: bool,
     pub pacing: Pacing,
     /// Preview mode: how offers to operators behave.
     pub preview: Preview,
+    /// How long a customer's phone rings before the attempt is `no-answer` (default 30).
+    #[schema(minimum = 5, maximum = 300)]
     pub dial_timeout_secs: u32,
+    /// Attempts per lead at most (default 3).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: u32,
     /// Seconds before a lead is tried again after this result; results not listed are final.
+    #[schema(schema_with = crate::api::schema::retry_delays)]
     pub retry_delays_secs: BTreeMap<AttemptResult, u64>,
+    /// Local times of day (in the lead's zone, else the campaign's) when calls may be placed,
+    /// per weekday; no entry for a day means no calls that day; an empty table means any time.
+    #[schema(schema_with = crate::api::schema::calling_windows)]
     pub calling_windows: Windows,
+    /// Seconds an operator has after a call before the next one (default 10).
+    #[schema(minimum = 0, maximum = 3600)]
     pub wrap_up_secs: u32,
     /// An answered customer who is not with an operator after this long is abandoned.
+    #[schema(minimum = 100, maximum = 60000)]
     pub connect_limit_ms: u64,
     /// What an abandoned customer hears before we hang up (ARI media URI).
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*:[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "sound:vm-goodbye"
+    )]
     pub abandon_message: String,
     /// Count a customer who hangs up before the connect limit (`early-hangup`) as abandoned
     /// too: the conservative reading some regulators ask for. Off: such calls count only in
@@ -43,34 +86,41 @@ pub struct CampaignSpec {
     /// The cap on abandoned ÷ answered calls per local day (3 % in most regulations). Once a
     /// campaign reaches it, progressive pacing stops over-dialling (ratio 1) for the rest of
     /// the day.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub max_abandon_rate: f64,
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent_calls: u32,
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0)]
     pub calls_per_second: f64,
     /// Operators who work this campaign; empty means every operator.
     pub operators: Vec<OperatorId>,
     /// Skills an operator must all have to take this campaign's calls.
+    #[schema(schema_with = crate::api::schema::skills)]
     pub skills: Vec<String>,
     pub distribution: Distribution,
     pub recording: bool,
     /// Phone keys an operator presses in wrap-up, and the result each sets.
+    #[schema(schema_with = crate::api::schema::disposition_keys)]
     pub disposition_keys: BTreeMap<String, AttemptResult>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pacing {
     pub mode: PacingMode,
     /// Progressive: calls in flight per ready operator.
+    #[schema(exclusive_minimum = 0.0, maximum = 5.0)]
     pub ratio: f64,
     /// Predictive: the abandon rate (abandoned ÷ answered over `abandon_window`) it aims to
     /// stay under; at most `max_abandon_rate`.
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub target_abandon_rate: f64,
     /// Predictive: the window the abandon rate is counted over, as the regulation says.
     pub abandon_window: AbandonWindow,
 }
 
 /// Over what time a campaign's abandon rate is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AbandonWindow {
     /// Since local midnight in the campaign's zone.
     #[serde(rename = "day")]
@@ -83,14 +133,17 @@ pub enum AbandonWindow {
     Days30,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Preview {
     /// Seconds after the offer when the lead is dialled by itself; 0 = only on request.
+    #[schema(minimum = 0, maximum = 3599)]
     pub auto_dial_secs: u32,
     /// How long an offer holds the lead; then the lead is free and the operator paused.
+    #[schema(minimum = 10, maximum = 3600)]
     pub reservation_secs: u32,
-    /// A skipped lead comes back after this long.
+    /// A skipped lead comes back after this long (at most 30 days).
+    #[schema(minimum = 0, maximum = 2592000)]
     pub skip_delay_secs: u64,
 }
 
@@ -104,7 +157,7 @@ impl Default for Preview {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PacingMode {
     Progressive,
@@ -112,7 +165,7 @@ pub enum PacingMode {
     Predictive,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Distribution {
     #[default]
@@ -211,6 +264,7 @@ pub const MAX_TIMEZONE_CHARS: usize = 64;
 pub const MAX_REGION_CHARS: usize = 8;
 pub const MAX_MEDIA_CHARS: usize = 500;
 pub const MAX_SKILL_CHARS: usize = 64;
+pub const MAX_SKILLS: usize = 100;
 
 /// Keys an operator phone uses outside dispositions (see operators::session).
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
@@ -274,6 +328,12 @@ impl CampaignSpec {
         }
         if !(10..=3600).contains(&self.preview.reservation_secs) {
             bad("preview.reservation_secs", "must be between 10 and 3600");
+        }
+        if self.preview.skip_delay_secs > 30 * 86_400 {
+            bad("preview.skip_delay_secs", "at most 30 days (2592000)");
+        }
+        if self.skills.len() > MAX_SKILLS {
+            bad("skills", &format!("at most {MAX_SKILLS} skills"));
         }
         if self.preview.auto_dial_secs >= self.preview.reservation_secs {
             bad(

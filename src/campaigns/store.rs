@@ -7,7 +7,8 @@ use sqlx::{PgPool, Row};
 use super::{Action, CampaignSpec, CampaignState, FieldError};
 use crate::ids::CampaignId;
 
-#[derive(Debug, Clone, Serialize)]
+/// A campaign: its settings (every field of `CampaignSpec`) and where it is in its life.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
     pub id: CampaignId,
     pub state: CampaignState,
@@ -17,6 +18,10 @@ pub struct Campaign {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// `GET /campaigns/{id}` only: the campaign's leads by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, i64>>, example = json!({"pending": 120, "done": 30}))]
+    pub leads: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +50,13 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Campaign, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,
         stopped_at: row.try_get("stopped_at")?,
+        leads: None,
     })
 }
 
 fn unique_name(e: sqlx::Error) -> StoreError {
     match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("campaigns_name_key") => {
-            StoreError::Invalid(vec![FieldError::new("name", "another campaign already has this name")])
-        }
+        Some("campaigns_name_key") => StoreError::Conflict("another campaign already has this name".into()),
         _ => StoreError::Db(e),
     }
 }

@@ -147,7 +147,7 @@ pub enum Outcome {
 }
 
 /// One decision, with the figures behind it (for `/live` and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     pub calls: usize,
     /// The window's rate is at the target: at most one call per ready operator.

@@ -8,9 +8,13 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 /// One span of local time, `from` inclusive, `to` exclusive; `to` "24:00" means midnight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Span {
+    /// `HH:MM`, local; before `to`.
+    #[schema(value_type = String, pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", example = "09:00")]
     pub from: LocalTime,
+    /// `HH:MM`, local, exclusive; `24:00` is midnight at the day's end.
+    #[schema(value_type = String, pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", example = "21:00")]
     pub to: LocalTime,
 }
 

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::ids::CampaignId;
 use crate::phone::PhoneNumber;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DncEntry {
     pub id: i64,
     pub phone_e164: String,

@@ -28,23 +28,41 @@ pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
 /// Rejected rows listed in one report; the count covers the rest.
 const MAX_LISTED_REJECTIONS: usize = 1000;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// One lead in a JSON import. A row that breaks a rule is listed in the report's `rejected`
+/// and the others are imported.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadInput {
+    #[schema(schema_with = crate::api::schema::phone)]
     pub phone: String,
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Ivan Petrov"
+    )]
     pub name: Option<String>,
+    /// The lead's own zone, for calling windows; default the campaign's.
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::nullable_time_zone)]
     pub timezone: Option<String>,
+    /// The CRM's id for the lead, echoed in every event.
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        example = "crm-1042"
+    )]
     pub external_id: Option<String>,
+    /// Higher is called first (default 0).
     #[serde(default)]
     pub priority: Option<i32>,
     #[serde(default)]
+    #[schema(schema_with = crate::api::schema::free_object)]
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ImportReport {
     /// Data rows read (CSV header not counted).
     pub received: usize,
@@ -55,7 +73,7 @@ pub struct ImportReport {
     pub rejected: Vec<RowError>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RowError {
     /// 1-based data row (the CSV header is not a row).
     pub row: usize,

@@ -10,7 +10,7 @@ use super::LeadState;
 use crate::calls::{AttemptResult, AttemptStatus};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lead {
     pub id: LeadId,
     pub campaign_id: CampaignId,
@@ -19,6 +19,8 @@ pub struct Lead {
     pub timezone: Option<String>,
     pub external_id: Option<String>,
     pub priority: i32,
+    /// The lead's own data, as imported.
+    #[schema(value_type = Object)]
     pub fields: serde_json::Value,
     pub state: LeadState,
     pub attempts_count: i32,

@@ -9,7 +9,7 @@ use super::OperatorState;
 use crate::campaigns::FieldError;
 use crate::ids::OperatorId;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Operator {
     pub id: OperatorId,
     pub name: String,
@@ -22,11 +22,25 @@ pub struct Operator {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An operator to create (`name` and `endpoint` required) or the fields to change.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorInput {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Anna"
+    )]
     pub name: Option<String>,
+    /// The Asterisk endpoint of the operator's phone; one operator per endpoint.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^/\s\u0000-\u001F\u007F-\u009F]+/[^\s\u0000-\u001F\u007F-\u009F]+$",
+        example = "PJSIP/op1"
+    )]
     pub endpoint: Option<String>,
+    #[schema(schema_with = crate::api::schema::operator_skills)]
     pub skills: Option<Vec<String>>,
     pub enabled: Option<bool>,
 }
@@ -37,6 +51,8 @@ pub enum OperatorError {
     NotFound,
     #[error("invalid operator")]
     Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -62,7 +78,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Operator, sqlx::Error> {
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_ENDPOINT_CHARS: usize = 200;
 pub const MAX_SKILL_CHARS: usize = crate::campaigns::spec::MAX_SKILL_CHARS;
-pub const MAX_SKILLS: usize = 100;
+pub const MAX_SKILLS: usize = crate::campaigns::spec::MAX_SKILLS;
 
 fn check(input: &OperatorInput, creating: bool) -> Result<(), OperatorError> {
     use crate::text::line_problem;
@@ -110,10 +126,7 @@ fn valid_endpoint(e: &str) -> bool {
 
 fn duplicate_endpoint(e: sqlx::Error) -> OperatorError {
     match e.as_database_error().and_then(|d| d.constraint()) {
-        Some("operators_endpoint_key") => OperatorError::Invalid(vec![FieldError::new(
-            "endpoint",
-            "another operator already uses this endpoint",
-        )]),
+        Some("operators_endpoint_key") => OperatorError::Conflict("another operator already uses this endpoint".into()),
         _ => OperatorError::Db(e),
     }
 }

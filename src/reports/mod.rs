@@ -62,7 +62,7 @@ pub struct ReportQuery {
 
 /// One row of a report. Rates are fractions (0..1); times in seconds; `None` when there is
 /// nothing to average.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ReportRow {
     pub key: String,
     pub name: String,
@@ -83,6 +83,7 @@ pub struct ReportRow {
     /// operator, and the bridged conversation).
     pub billed_secs: i64,
     /// Attempts by result (`none` for attempts still live or canceled without one).
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub results: serde_json::Map<String, serde_json::Value>,
 }
 

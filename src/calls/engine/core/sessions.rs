@@ -560,12 +560,16 @@ impl Core {
                 };
                 self.session_channels.remove(&session.channel);
                 if let SessionState::Calling { reply: Some(reply), .. } = session.state {
-                    self.reply(
-                        reply,
-                        Err(CommandError::Failed(format!(
-                            "could not call the operator's phone: {fail}"
-                        ))),
-                    );
+                    // Asterisk answered and refused (no such endpoint, a technology it does not
+                    // know): the operator's settings are at fault, not the service.
+                    let error = match &fail {
+                        AriFail::Refused(..) => CommandError::Conflict(format!(
+                            "Asterisk cannot ring the operator's phone {}: {fail}; check the operator's endpoint",
+                            session.info.endpoint
+                        )),
+                        _ => CommandError::Failed(format!("could not call the operator's phone: {fail}")),
+                    };
+                    self.reply(reply, Err(error));
                 }
                 if let Some(attempt) = session.per_call {
                     if let Some(leg) = self.legs.remove(&attempt) {
