@@ -8,6 +8,7 @@ started=$(date +%s)
 
 scripts/testbed.sh up
 eval "$(scripts/testbed.sh env)"
+scripts/pytools.sh >/dev/null   # Schemathesis and openapi-python-client for tests/openapi.rs
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
