@@ -106,8 +106,26 @@ pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldE
         if field.is_empty() {
             field = "body".to_owned();
         }
-        FieldError::new(field, plain_words(&e.into_inner().to_string()))
+        // Keys and values the client sent end up in the message (`unknown field ...`); a control
+        // character there would break the log, the audit row (jsonb holds no NUL) and readers.
+        FieldError::new(printable(&field), printable(&plain_words(&e.into_inner().to_string())))
     })
+}
+
+/// Text with each control character written out as `\u{..}`, for messages that quote input.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// JSON has one number type: `148.0` is the whole number 148 (JSON Schema's `integer` agrees),
@@ -175,6 +193,20 @@ pub fn plain_words(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn input_quoted_in_a_decoding_error_carries_no_control_characters() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            n: u32,
+        }
+        let e = super::decode::<T>(serde_json::json!({"n": 1, "a\u{0}b\n": 2})).unwrap_err();
+        assert!(!e.message.chars().any(char::is_control), "{e:?}");
+        assert!(!e.field.chars().any(char::is_control), "{e:?}");
+        assert!(e.message.contains("a\\u{0}b\\u{a}"), "{e:?}");
+    }
+
     #[test]
     fn whole_floats_read_as_whole_numbers_and_fractions_stay_refused() {
         #[derive(serde::Deserialize, Debug)]

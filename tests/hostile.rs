@@ -248,6 +248,8 @@ async fn control_characters_and_huge_strings_in_any_text_field_get_422() {
         {"phone": 79161234505u64},
         "not a lead",
         {"phone": "+79161234506", "fields": {"deal": {"sum": 5, "notes": "two\nlines"}}},
+        // An unknown key with a NUL: quoted in the reason, which the audit row (jsonb) stores.
+        {"phone": "+79161234507", "x\u{0}y": 1},
     ]);
     let (status, report) = server
         .call(Method::POST, &format!("/campaigns/{id}/leads"), Some(rows))
@@ -262,8 +264,13 @@ async fn control_characters_and_huge_strings_in_any_text_field_get_422() {
         .collect();
     assert_eq!(
         rejected.iter().map(|r| r.0).collect::<Vec<_>>(),
-        [2, 3, 4, 5, 6],
+        [2, 3, 4, 5, 6, 8],
         "{report}"
+    );
+    assert!(rejected[5].1.contains("x\\u{0}y"), "{rejected:?}");
+    assert!(
+        rejected.iter().all(|(_, r)| !r.chars().any(char::is_control)),
+        "{rejected:?}"
     );
     assert!(
         rejected[0].1.starts_with("name: contains a control character"),

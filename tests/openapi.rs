@@ -144,35 +144,48 @@ async fn schemathesis_finds_no_failure_against_the_live_server() {
     })
     .await;
     let examples = std::env::var("OBZVON_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "30".into());
-    let started = std::time::Instant::now();
-    let out = tokio::process::Command::new(bin.join("schemathesis"))
-        .args(["run", &format!("{}/openapi.json", server.base)])
-        .args(["-H", &format!("Authorization: Bearer {}", server.token)])
-        .args(["--max-examples", &examples, "--workers", "2", "--no-color"])
-        .env("PYTHONPATH", repo_path("tests/schemathesis"))
-        .env("SCHEMATHESIS_HOOKS", "obzvon_hooks")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .await
-        .expect("run schemathesis");
-    let report = String::from_utf8_lossy(&out.stdout);
-    let summary: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("generated") || l.contains("Seed:") || l.contains("Selected:"))
-        .collect();
-    eprintln!(
-        "schemathesis in {:.0} s: {}",
-        started.elapsed().as_secs_f64(),
-        summary.join(" | ")
-    );
-    let clean = report
-        .lines()
-        .any(|l| l.contains(" generated, ") && l.contains(" passed") && !l.contains("fail"));
-    assert!(
-        out.status.success() && clean,
-        "schemathesis reported failures:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A failure (the API broke a check) fails at once; an error inside Schemathesis itself (a
+    // Python traceback from its own generator, seen once in about ten runs) gets one more run.
+    let mut report = String::new();
+    for run in 1..=2 {
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new(bin.join("schemathesis"))
+            .args(["run", &format!("{}/openapi.json", server.base)])
+            .args(["-H", &format!("Authorization: Bearer {}", server.token)])
+            .args(["--max-examples", &examples, "--workers", "2", "--no-color"])
+            .env("PYTHONPATH", repo_path("tests/schemathesis"))
+            .env("SCHEMATHESIS_HOOKS", "obzvon_hooks")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .await
+            .expect("run schemathesis");
+        report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary: Vec<&str> = report
+            .lines()
+            .filter(|l| l.contains("generated") || l.contains("Seed:") || l.contains("Selected:"))
+            .collect();
+        eprintln!(
+            "schemathesis run {run} in {:.0} s: {}",
+            started.elapsed().as_secs_f64(),
+            summary.join(" | ")
+        );
+        assert!(
+            !report.contains("Failures:"),
+            "schemathesis reported failures:\n{report}"
+        );
+        let clean = report
+            .lines()
+            .any(|l| l.contains(" generated, ") && l.contains(" passed") && !l.contains("fail"));
+        if out.status.success() && clean {
+            break;
+        }
+        assert!(
+            run < 2,
+            "schemathesis did not finish cleanly twice:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("schemathesis errored inside itself; once more:\n{report}");
+    }
     let total = operations(&printed_document()).len();
     assert!(
         report.contains(&format!("Tested: {total}")),

@@ -146,7 +146,11 @@ impl Importer {
             Err(reason) => {
                 self.report.rejected_count += 1;
                 if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
-                    self.report.rejected.push(RowError { row, line, reason });
+                    self.report.rejected.push(RowError {
+                        row,
+                        line,
+                        reason: crate::text::printable(&reason),
+                    });
                 }
             }
         }
