@@ -23,24 +23,14 @@ fn printed_document() -> Value {
         .current_dir(std::env::temp_dir())
         .output()
         .expect("run obzvon openapi");
-    assert!(
-        out.status.success(),
-        "obzvon openapi: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("obzvon openapi prints JSON")
+    serde_json::from_slice(&stdout_of("obzvon openapi", out)).expect("obzvon openapi prints JSON")
 }
 
 fn python_tools() -> PathBuf {
     let out = Command::new(repo_path("scripts/pytools.sh"))
         .output()
         .expect("run scripts/pytools.sh");
-    assert!(
-        out.status.success(),
-        "scripts/pytools.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    PathBuf::from(String::from_utf8(stdout_of("scripts/pytools.sh", out)).unwrap().trim())
 }
 
 fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
@@ -229,13 +219,7 @@ async fn a_generated_python_client_creates_imports_starts_and_reads_the_report()
         .output()
         .await
         .expect("run the generated client");
-    assert!(
-        out.status.success(),
-        "the generated client failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let seen: Value = serde_json::from_slice(&stdout_of("the generated client", out)).expect("one JSON line");
     assert_eq!(seen["state"], "running");
     assert_eq!(seen["live_state"], "running");
     // What the client did is in the database.

@@ -26,7 +26,6 @@ use utoipa_axum::routes;
 
 pub use body::{Bodies, JsonBody};
 pub use error::ApiError;
-use schema::CommonAnswers;
 
 use crate::auth::{Actor, AuthState, ScopeTable};
 use crate::calls::engine::{CommandError, EngineHandle, OfferAction, OperatorInfo};
@@ -90,7 +89,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     // After the routes: their schemas and operations are in the document only now.
     let mut doc = doc;
-    CommonAnswers.modify(&mut doc);
+    schema::add_common_answers(&mut doc);
     (router, doc)
 }
 
@@ -331,7 +330,7 @@ fn command_error(e: CommandError) -> ApiError {
     }
 }
 
-/// A page of a list, and (for leads) a state to filter by.
+/// A page of a list.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Page {
@@ -341,22 +340,15 @@ struct Page {
     /// Rows to skip (default 0).
     #[param(minimum = 0)]
     offset: Option<i64>,
+}
+
+/// Leads in one state only (read from the same query string as the [`Page`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LeadFilter {
     /// Only leads in this state.
     #[param(value_type = Option<LeadState>)]
     state: Option<String>,
-}
-
-/// A page of a list.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct PageOnly {
-    /// Rows in the page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
-    /// Rows to skip (default 0).
-    #[param(minimum = 0)]
-    offset: Option<i64>,
 }
 
 impl Page {
@@ -533,16 +525,17 @@ async fn import_leads(
     Ok(Json(report))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "list_leads", params(("id" = Uuid, Path, description = "campaign id"), Page), responses((status = 200, description = "leads, oldest first", body = Vec<Lead>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/leads", tag = "leads", operation_id = "list_leads", params(("id" = Uuid, Path, description = "campaign id"), Page, LeadFilter), responses((status = 200, description = "leads, oldest first", body = Vec<Lead>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_leads(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
+    Query(filter): Query<LeadFilter>,
 ) -> ApiResult<Json<Vec<Lead>>> {
     let id: CampaignId = parse_id(&id, "campaign")?;
     campaigns::get(&s.pool, id).await.map_err(store_error)?;
     let (limit, offset) = page.bounds()?;
-    let state = match page.state.as_deref() {
+    let state = match filter.state.as_deref() {
         None => None,
         Some(raw) => Some(LeadState::parse(raw).ok_or_else(|| {
             ApiError::invalid(
@@ -608,11 +601,7 @@ struct DncInput {
     #[schema(schema_with = schema::nullable_region)]
     region: Option<String>,
     #[serde(default)]
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
-        example = "asked not to be called"
-    )]
+    #[schema(max_length = 500, format = "one-line", example = "asked not to be called")]
     reason: Option<String>,
 }
 
@@ -644,7 +633,7 @@ async fn add_dnc(
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
-#[utoipa::path(get, path = "/api/v1/dnc", tag = "dnc", operation_id = "list_dnc", params(PageOnly), responses((status = 200, description = "DNC entries, newest first", body = Vec<DncEntry>)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/dnc", tag = "dnc", operation_id = "list_dnc", params(Page), responses((status = 200, description = "DNC entries, newest first", body = Vec<DncEntry>)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_dnc(State(s): State<ApiState>, Query(page): Query<Page>) -> ApiResult<Json<Vec<DncEntry>>> {
     let (limit, offset) = page.bounds()?;
     Ok(Json(dnc::list(&s.pool, limit, offset).await?))
@@ -783,7 +772,7 @@ async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRe
     Ok(Json(attempt))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = Uuid, Path, description = "campaign id"), PageOnly), responses((status = 200, description = "attempts, newest first", body = Vec<AttemptView>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = Uuid, Path, description = "campaign id"), Page), responses((status = 200, description = "attempts, newest first", body = Vec<AttemptView>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
 async fn list_campaign_attempts(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -800,10 +789,7 @@ async fn list_campaign_attempts(
 struct DispositionInput {
     result: AttemptResult,
     #[serde(default)]
-    #[schema(
-        max_length = 4000,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(max_length = 4000, format = "free-text")]
     notes: Option<String>,
     /// With `callback-needed` only: when to call back (in the future); absent: after the
     /// campaign's retry delay.
@@ -972,7 +958,7 @@ struct SkipInput {
     #[schema(
         min_length = 1,
         max_length = 500,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        format = "not-blank",
         example = "customer asked for email"
     )]
     reason: String,

@@ -1,21 +1,49 @@
 //! What the OpenAPI document says beyond what the derives see: the shared string formats
 //! (time zones, regions, phone numbers, one-line text) that the domain types point to with
 //! `#[schema(schema_with = ...)]`, and the answers every operation can give (401, 403, 404 for
-//! an unknown id, 400/408/413/422 for a body, 503), added by [`CommonAnswers`] so no handler can
-//! forget one.
+//! an unknown id, 400/408/413/422 for a body, 503), added by [`add_common_answers`] so no
+//! handler can forget one.
 
 use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{RefOr, Schema};
-use utoipa::Modify;
 
-/// Printable text on one line: no control characters (Unicode Cc), which the API refuses.
-pub const ONE_LINE: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
-/// One line with at least one character that is not a space.
-pub const NOT_BLANK: &str =
-    r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
-/// Free text over several lines: tabs and line breaks allowed, other control characters not.
-pub const FREE_TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+/// The text formats fields name with `#[schema(format = "...")]` (a pattern must be a literal
+/// there), and the pattern [`document`] gives each: what `text::line_problem` and
+/// `text::note_problem` accept.
+const TEXT_FORMATS: [(&str, &str); 3] = [
+    // Printable text on one line: no control characters (Unicode Cc).
+    ("one-line", r"^[^\u0000-\u001F\u007F-\u009F]*$"),
+    // One line with at least one character that is not a space.
+    (
+        "not-blank",
+        r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+    ),
+    // Free text over several lines: tabs and line breaks allowed, other control characters not.
+    (
+        "free-text",
+        r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
+    ),
+];
+
+/// Gives every schema with one of the [`TEXT_FORMATS`] its pattern, at any depth.
+fn text_patterns(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let pattern = map
+                .get("format")
+                .and_then(Value::as_str)
+                .and_then(|f| TEXT_FORMATS.iter().find(|(name, _)| *name == f))
+                .map(|(_, pattern)| *pattern);
+            if let Some(pattern) = pattern {
+                map.entry("pattern").or_insert_with(|| pattern.into());
+            }
+            map.values_mut().for_each(text_patterns);
+        }
+        Value::Array(items) => items.iter_mut().for_each(text_patterns),
+        _ => {}
+    }
+}
 
 fn schema(value: Value) -> RefOr<Schema> {
     serde_json::from_value(value).expect("a schema literal")
@@ -40,16 +68,20 @@ pub fn phone() -> RefOr<Schema> {
     component("Phone")
 }
 
+fn nullable(name: &str) -> RefOr<Schema> {
+    schema(json!({"oneOf": [{"$ref": format!("#/components/schemas/{name}")}, {"type": "null"}]}))
+}
+
 pub fn nullable_phone() -> RefOr<Schema> {
-    schema(json!({"oneOf": [{"$ref": "#/components/schemas/Phone"}, {"type": "null"}]}))
+    nullable("Phone")
 }
 
 pub fn nullable_time_zone() -> RefOr<Schema> {
-    schema(json!({"oneOf": [{"$ref": "#/components/schemas/TimeZone"}, {"type": "null"}]}))
+    nullable("TimeZone")
 }
 
 pub fn nullable_region() -> RefOr<Schema> {
-    schema(json!({"oneOf": [{"$ref": "#/components/schemas/Region"}, {"type": "null"}]}))
+    nullable("Region")
 }
 
 /// A lead's or call's own data: any JSON object, at most 16 KiB, no control characters in
@@ -67,7 +99,7 @@ pub fn nullable_free_object() -> RefOr<Schema> {
 /// level; client generators read neither a recursive rule nor one on mixed types, so deeper
 /// values carry it in the description.
 fn free_object_schema() -> Value {
-    json!({"type": "object", "propertyNames": {"type": "string", "pattern": FREE_TEXT},
+    json!({"type": "object", "propertyNames": {"type": "string", "format": "free-text"},
         "additionalProperties": true,
         "description": "any JSON object, at most 16 KiB; its keys and texts, at any depth, may not hold control characters other than tab and line breaks"})
 }
@@ -118,34 +150,31 @@ fn region_component() -> Value {
 }
 
 fn phone_component() -> Value {
-    json!({"type": "string", "format": "phone", "maxLength": 64, "pattern": ONE_LINE,
+    json!({"type": "string", "format": "phone", "maxLength": 64, "pattern": TEXT_FORMATS[0].1,
         "description": "a telephone number that is valid for its country: E.164 (+79161234567) or any common \
                         notation, read with the campaign's (or the given) region when it has no country code",
         "example": "+79161234567"})
 }
 
-/// The shared components and the answers every operation can give.
-pub struct CommonAnswers;
-
-impl Modify for CommonAnswers {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.put,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                add_common(op);
-            }
+/// The answers every operation can give, and the request bodies that name a schema only
+/// [`document`] writes. Runs once the routes are in the document.
+pub fn add_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_common(op);
         }
-        body_schema(openapi, "/api/v1/campaigns/{id}", "CampaignChanges");
-        body_schema(openapi, "/api/v1/operators", "NewOperator");
     }
+    body_schema(openapi, "/api/v1/campaigns/{id}", "CampaignChanges");
+    body_schema(openapi, "/api/v1/operators", "NewOperator");
 }
 
 /// The document as served and printed: the derived schemas, plus the shared components, with
@@ -187,6 +216,7 @@ pub fn document(openapi: &utoipa::openapi::OpenApi) -> Value {
         create["description"] = json!("a new operator: name and endpoint are required");
         schemas.insert("NewOperator".into(), create);
     }
+    text_patterns(&mut doc);
     doc
 }
 
@@ -321,20 +351,14 @@ fn add_common(op: &mut Operation) {
 
 /// `retry_delays_secs`: a delay per result that may be retried (final results cannot be).
 pub fn retry_delays() -> RefOr<Schema> {
-    use crate::calls::AttemptResult;
-    let retryable: Vec<&str> = AttemptResult::ALL
+    let retryable: Vec<&str> = crate::calls::AttemptResult::ALL
         .iter()
-        .filter(|r| {
-            !matches!(
-                r,
-                AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested
-            )
-        })
+        .filter(|r| !r.is_final())
         .map(|r| r.as_str())
         .collect();
     schema(
         json!({"type": "object", "propertyNames": {"type": "string", "enum": retryable},
-        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2_592_000},
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": crate::campaigns::spec::MAX_DELAY_SECS},
         "description": "seconds before a lead is tried again after this result (at most 30 days); results not listed are final",
         "example": {"no-answer": 1800, "busy": 600}}),
     )
@@ -354,7 +378,7 @@ pub fn calling_windows() -> RefOr<Schema> {
 /// A campaign's required skills.
 pub fn skills() -> RefOr<Schema> {
     schema(json!({"type": "array", "maxItems": crate::campaigns::spec::MAX_SKILLS,
-        "items": {"type": "string", "maxLength": crate::campaigns::spec::MAX_SKILL_CHARS, "pattern": ONE_LINE},
+        "items": {"type": "string", "maxLength": crate::campaigns::spec::MAX_SKILL_CHARS, "format": "one-line"},
         "description": "skills an operator must all have to take the calls"}))
 }
 
@@ -362,7 +386,7 @@ pub fn skills() -> RefOr<Schema> {
 pub fn operator_skills() -> RefOr<Schema> {
     schema(
         json!({"type": ["array", "null"], "maxItems": crate::campaigns::spec::MAX_SKILLS,
-        "items": {"type": "string", "minLength": 1, "maxLength": crate::campaigns::spec::MAX_SKILL_CHARS, "pattern": NOT_BLANK}}),
+        "items": {"type": "string", "minLength": 1, "maxLength": crate::campaigns::spec::MAX_SKILL_CHARS, "format": "not-blank"}}),
     )
 }
 

@@ -27,14 +27,14 @@ pub struct WebhookInput {
     url: String,
     /// HMAC-SHA256 key, 16 to 200 characters; generated (and shown once) when absent.
     #[serde(default)]
-    #[schema(min_length = 16, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(min_length = 16, max_length = 200, format = "one-line")]
     secret: Option<String>,
     /// Event types to deliver; empty or absent means all.
     #[serde(default)]
     #[schema(schema_with = crate::api::schema::event_types)]
     event_types: Vec<String>,
     #[serde(default)]
-    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(max_length = 500, format = "one-line")]
     description: Option<String>,
 }
 

@@ -40,6 +40,16 @@ pub enum AttemptResult {
     OperatorLost,
 }
 
+impl AttemptResult {
+    /// A result that settles the lead: never retried, whatever the campaign's delays say.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested
+        )
+    }
+}
+
 /// Who ended a call. Stored with every attempt next to `ended_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -36,11 +36,7 @@ pub struct CallRequest {
     pub campaign_id: Option<CampaignId>,
     /// The number the customer sees, instead of the campaign's (or the configured one).
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 64,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(min_length = 1, max_length = 64, format = "not-blank")]
     pub caller_id: Option<String>,
     /// For a number written without its country code; default the campaign's, else the
     /// configured one.
@@ -49,7 +45,7 @@ pub struct CallRequest {
     pub region: Option<String>,
     /// The CRM's id for this call, echoed in every event.
     #[serde(default)]
-    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(max_length = 200, format = "one-line")]
     pub correlation_id: Option<String>,
     /// The CRM's own data, echoed in every event.
     #[serde(default)]

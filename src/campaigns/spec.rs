@@ -22,7 +22,7 @@ pub struct CampaignSpec {
         required = true,
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        format = "not-blank",
         example = "Autumn renewals"
     )]
     pub name: String,
@@ -39,7 +39,7 @@ pub struct CampaignSpec {
         required = true,
         min_length = 1,
         max_length = 64,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        format = "not-blank",
         example = "74950000000"
     )]
     pub caller_id: String,
@@ -265,6 +265,8 @@ pub const MAX_REGION_CHARS: usize = 8;
 pub const MAX_MEDIA_CHARS: usize = 500;
 pub const MAX_SKILL_CHARS: usize = 64;
 pub const MAX_SKILLS: usize = 100;
+/// The longest retry or skip delay: 30 days.
+pub const MAX_DELAY_SECS: u64 = 30 * 86_400;
 
 /// Keys an operator phone uses outside dispositions (see operators::session).
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
@@ -329,7 +331,7 @@ impl CampaignSpec {
         if !(10..=3600).contains(&self.preview.reservation_secs) {
             bad("preview.reservation_secs", "must be between 10 and 3600");
         }
-        if self.preview.skip_delay_secs > 30 * 86_400 {
+        if self.preview.skip_delay_secs > MAX_DELAY_SECS {
             bad("preview.skip_delay_secs", "at most 30 days (2592000)");
         }
         if self.skills.len() > MAX_SKILLS {
@@ -351,15 +353,12 @@ impl CampaignSpec {
             bad("max_attempts", "must be between 1 and 100");
         }
         for (result, secs) in &self.retry_delays_secs {
-            if matches!(
-                result,
-                AttemptResult::Success | AttemptResult::DoNotCall | AttemptResult::NotInterested
-            ) {
+            if result.is_final() {
                 bad(
                     &format!("retry_delays_secs.{result}"),
                     "a final result cannot be retried",
                 );
-            } else if *secs > 30 * 86_400 {
+            } else if *secs > MAX_DELAY_SECS {
                 bad(&format!("retry_delays_secs.{result}"), "at most 30 days");
             }
         }

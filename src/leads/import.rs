@@ -36,11 +36,7 @@ pub struct LeadInput {
     #[schema(schema_with = crate::api::schema::phone)]
     pub phone: String,
     #[serde(default)]
-    #[schema(
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
-        example = "Ivan Petrov"
-    )]
+    #[schema(max_length = 200, format = "one-line", example = "Ivan Petrov")]
     pub name: Option<String>,
     /// The lead's own zone, for calling windows; default the campaign's.
     #[serde(default)]
@@ -48,11 +44,7 @@ pub struct LeadInput {
     pub timezone: Option<String>,
     /// The CRM's id for the lead, echoed in every event.
     #[serde(default)]
-    #[schema(
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
-        example = "crm-1042"
-    )]
+    #[schema(max_length = 200, format = "one-line", example = "crm-1042")]
     pub external_id: Option<String>,
     /// Higher is called first (default 0).
     #[serde(default)]

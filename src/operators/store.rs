@@ -26,12 +26,7 @@ pub struct Operator {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorInput {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
-        example = "Anna"
-    )]
+    #[schema(min_length = 1, max_length = 200, format = "not-blank", example = "Anna")]
     pub name: Option<String>,
     /// The Asterisk endpoint of the operator's phone; one operator per endpoint.
     #[schema(

@@ -238,18 +238,25 @@ pub fn rabbitmqctl(action: &str) {
     );
 }
 
+/// The standard output of a finished command; fails the test, showing both outputs, if the
+/// command failed.
+pub fn stdout_of(what: &str, out: std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Runs `scripts/testbed.sh ARGS…` and fails the test if it fails.
 pub fn testbed(args: &[&str]) {
     let out = Command::new(repo_path("scripts/testbed.sh"))
         .args(args)
         .output()
         .expect("run scripts/testbed.sh");
-    assert!(
-        out.status.success(),
-        "scripts/testbed.sh {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(&format!("scripts/testbed.sh {args:?}"), out);
 }
 
 /// A SIPp operator phone (scripts/sipp/operator-phone.xml) on the port of endpoint `opN`;
