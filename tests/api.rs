@@ -262,3 +262,23 @@ async fn operators_dnc_and_dispositions_refuse_bad_input() {
     assert_eq!(result.as_deref(), Some("busy"), "unchanged");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_phone_asterisk_refuses_to_ring_is_a_conflict_with_the_operator_named() {
+    let server = Server::start("obzvon-test-api4").await;
+    // A channel technology this Asterisk does not have: it refuses the originate outright.
+    let op = server.operator("Wrong tech", "NoSuchTech/op1").await;
+    let (status, body) = server
+        .call(Method::POST, &format!("/operators/{op}/session"), None)
+        .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("NoSuchTech/op1") && message.contains("check the operator's endpoint"),
+        "{message}"
+    );
+    // Nothing is left behind: the operator is not logged in.
+    let after = server.get(&format!("/operators/{op}")).await;
+    assert_eq!(after["state"], "offline", "{after}");
+    server.stop().await;
+}
