@@ -69,7 +69,37 @@ async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
     .bind(leads)
     .execute(&pool)
     .await?;
+    // 100,000 leads of a campaign with contact limits; every number had two calls last week
+    // (200,000 attempts of history).
+    let limited = campaigns::create(
+        &pool,
+        CampaignSpec::from_json(serde_json::json!({
+            "name": "limited", "trunk": "PJSIP/{number}@t", "caller_id": "1", "max_concurrent_calls": 10000,
+            "compliance": {"attempts": {"per_day": 3, "per_week": 10}, "connected": {"per_month": 8},
+                           "quiet_after_abandon_hours": 72},
+        }))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO leads (id, campaign_id, phone_e164, state)
+         SELECT gen_random_uuid(), $1, '+7926' || lpad(i::text, 7, '0'), 'pending' FROM generate_series(1, 100000) AS i",
+    )
+    .bind(limited.id)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO attempts (id, campaign_id, phone_e164, status, result, created_at, answered_at, ended_at)
+         SELECT gen_random_uuid(), $1, '+7926' || lpad(i::text, 7, '0'), 'completed', 'no-answer',
+                now() - make_interval(days => d), CASE WHEN d = 2 THEN now() - make_interval(days => d) END,
+                now() - make_interval(days => d)
+         FROM generate_series(1, 100000) AS i, (VALUES (2), (5)) AS v(d)",
+    )
+    .bind(other.id)
+    .execute(&pool)
+    .await?;
     sqlx::query("ANALYZE leads").execute(&pool).await?;
+    sqlx::query("ANALYZE attempts").execute(&pool).await?;
     println!(
         "{leads} leads inserted in {:.1} s (90% in the benchmarked campaign, a quarter of them scheduled for later)",
         t.elapsed().as_secs_f64()
@@ -79,11 +109,14 @@ async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
         let (claimed, latencies, elapsed) = claim_for(&pool, &campaign, batch, Duration::from_secs(5), 1).await?;
         report(&format!("batch {batch:>2}, 1 claimer "), claimed, &latencies, elapsed);
     }
+    // A campaign with contact limits and a quiet period reads each number's last 31 days.
+    let (claimed, latencies, elapsed) = claim_for(&pool, &limited, 50, Duration::from_secs(5), 1).await?;
+    report("batch 50, contact limits", claimed, &latencies, elapsed);
     // Two instances sharing the database (this machine has two cores).
     let (claimed, latencies, elapsed) = claim_for(&pool, &campaign, 50, Duration::from_secs(5), 2).await?;
     report("batch 50, 2 claimers", claimed, &latencies, elapsed);
     let duplicates: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT lead_id FROM attempts GROUP BY lead_id HAVING count(*) > 1) d",
+        "SELECT count(*) FROM (SELECT lead_id FROM attempts WHERE lead_id IS NOT NULL GROUP BY lead_id HAVING count(*) > 1) d",
     )
     .fetch_one(&pool)
     .await?;
@@ -110,7 +143,7 @@ async fn claim_for(
             let instance = format!("bench-{c}");
             while started.elapsed() < span {
                 let t = Instant::now();
-                let (got, _) = claim(&pool, &campaign, batch, &instance, Utc::now()).await?;
+                let (got, _) = claim(&pool, &campaign, batch, &instance, Utc::now(), "bench").await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 claimed += got.len();
             }

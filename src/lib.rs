@@ -10,6 +10,7 @@ pub mod auth;
 pub mod calls;
 pub mod campaigns;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod db;
 pub mod demo;

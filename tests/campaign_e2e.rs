@@ -333,9 +333,31 @@ async fn a_mixed_campaign_runs_to_completion_with_the_right_outcomes() {
         .iter()
         .filter_map(|t| t["reason"].as_str())
         .collect();
-    for reason in ["claimed by the scheduler", "dialled", "answered", "call ended"] {
-        assert!(reasons.contains(&reason), "{reason} missing: {view}");
+    for reason in [
+        "claimed by the scheduler: progressive",
+        "dialled",
+        "answered",
+        "call ended",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(reason)),
+            "{reason} missing: {view}"
+        );
     }
+    // The attempt says why it was dialled: the pacing slot and the checks its lead passed.
+    let why = &view["dial_reason"];
+    assert_eq!(why["profile"], "none", "{why}");
+    assert!(why["pacing"].as_str().unwrap().contains("ready operator"), "{why}");
+    let checks: Vec<&str> = why["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(
+        checks.iter().any(|c| c.starts_with("inside the calling hours")),
+        "{why}"
+    );
 
     // Connect latency: customer answer → in the operator's bridge.
     let mut latencies: Vec<f64> = attempts

@@ -84,6 +84,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(reports::compliance))
         .routes(routes!(reports::report))
         .routes(routes!(reports::campaign_live))
         .split_for_parts();
@@ -205,7 +206,10 @@ enum LeadRow {
 struct LeadWithAttempts {
     #[serde(flatten)]
     lead: Lead,
+    /// Newest first. Each campaign attempt says why it was dialled (`dial_reason`).
     attempts: Vec<AttemptView>,
+    /// Why the scheduler did not dial the lead when it was due, newest first (at most 100).
+    skips: Vec<crate::compliance::report::LeadSkip>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -554,7 +558,8 @@ async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
         .await?
         .ok_or_else(|| ApiError::NotFound("lead not found".into()))?;
     let attempts = attempts::list(&s.pool, None, Some(id), 1000, 0).await?;
-    Ok(Json(LeadWithAttempts { lead, attempts }))
+    let skips = crate::compliance::report::skips_of(&s.pool, id, 100).await?;
+    Ok(Json(LeadWithAttempts { lead, attempts, skips }))
 }
 
 /// Cancels the lead: it is not called again, and a call in progress is hung up.

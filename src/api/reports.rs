@@ -85,6 +85,59 @@ pub struct LiveView {
     pacing: Option<crate::dialer::predictive::Decision>,
 }
 
+/// The compliance report.
+#[derive(Serialize, ToSchema)]
+pub struct ComplianceReport {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    campaigns: Vec<crate::compliance::report::CampaignCompliance>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ComplianceParams {
+    /// Start of the range (RFC 3339); default 24 hours before `to`. Before `to`.
+    from: Option<DateTime<Utc>>,
+    /// End of the range (RFC 3339), exclusive; default now. The abandon rate is counted over
+    /// the profile's window ending here.
+    to: Option<DateTime<Utc>>,
+    /// Only this campaign (default: every campaign that dialled in the range).
+    #[param(value_type = Option<uuid::Uuid>)]
+    campaign_id: Option<String>,
+}
+
+/// Per campaign: its rule profile, the abandon rate as the profile defines it (live-answered
+/// calls, over its window ending at `to`) against the cap, calls dialled outside the calling
+/// hours in the lead's zone (must be 0), leads skipped by rule (outside hours, holiday, contact
+/// limit, quiet period, DNC, number busy), and abandon messages started within 2 s.
+#[utoipa::path(get, path = "/api/v1/reports/compliance", tag = "reports", operation_id = "compliance_report",
+    params(ComplianceParams),
+    responses((status = 200, description = "one entry per campaign", body = ComplianceReport),
+        (status = 404, description = "no such campaign", body = ErrorBody),
+        (status = 422, description = "bad range", body = ErrorBody),
+        (status = 401, description = "no or unknown token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody)),
+    security(("token" = ["reports:read"])))]
+pub async fn compliance(
+    State(s): State<ApiState>,
+    Query(params): Query<ComplianceParams>,
+) -> ApiResult<Json<ComplianceReport>> {
+    let to = params.to.unwrap_or_else(Utc::now);
+    let from = params.from.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    let campaign = match params.campaign_id.as_deref() {
+        Some(raw) => {
+            let id: CampaignId = parse_id(raw, "campaign")?;
+            Some(campaigns::get(&s.pool, id).await.map_err(store_error)?.id)
+        }
+        None => None,
+    };
+    let campaigns = crate::compliance::report::collect(&s.pool, campaign, from, to).await?;
+    Ok(Json(ComplianceReport { from, to, campaigns }))
+}
+
 /// Dials, answered, answer and abandon rates, talk and ring times, attempts per lead,
 /// conversion, billed seconds (CDR) and results, grouped by campaign, operator, day or hour of
 /// attempts created in [from, to) (default: the last 24 hours).

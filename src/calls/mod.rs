@@ -2,6 +2,7 @@
 //! Stasis call flow and the operators' sessions ([`engine`]), and placing single calls from
 //! requests ([`place`]).
 
+pub mod amd;
 pub mod engine;
 pub mod outcome;
 pub mod place;

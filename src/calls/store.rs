@@ -151,7 +151,9 @@ pub async fn transition(
              bridge_id = coalesce($9, a.bridge_id), recording_name = coalesce($10, a.recording_name),
              dialed_at = coalesce(a.dialed_at, $11), ringing_at = coalesce(a.ringing_at, $12),
              answered_at = coalesce(a.answered_at, $13), bridged_at = coalesce(a.bridged_at, $14),
-             ended_at = coalesce(a.ended_at, $15), ended_by = coalesce(a.ended_by, $17), updated_at = now()
+             ended_at = coalesce(a.ended_at, $15), ended_by = coalesce(a.ended_by, $17),
+             message_at = coalesce(a.message_at, $18), amd_status = coalesce($19, a.amd_status),
+             amd_cause = coalesce($20, a.amd_cause), updated_at = now()
          FROM (SELECT id, status, answered_at FROM attempts WHERE id = $1 FOR UPDATE) old
          WHERE a.id = old.id AND old.status = ANY($2)
          RETURNING old.status, old.answered_at",
@@ -173,6 +175,9 @@ pub async fn transition(
     .bind(change.ended_at)
     .bind(change.keep_result)
     .bind(change.ended_by.map(|b| b.as_str()))
+    .bind(change.message_at)
+    .bind(change.amd.as_ref().map(|(status, _)| status.as_str()))
+    .bind(change.amd.as_ref().map(|(_, cause)| cause.as_str()))
     .fetch_optional(&mut **tx)
     .await?;
     let Some((previous, was_answered)) = previous else {
@@ -529,6 +534,14 @@ pub struct AttemptView {
     pub ended_at: Option<DateTime<Utc>>,
     /// Who ended the call: customer, operator, dialer or system.
     pub ended_by: Option<String>,
+    /// Why the scheduler dialled it then: the pacing slot, the profile, the checks passed.
+    #[schema(schema_with = crate::api::schema::nullable_free_object)]
+    pub dial_reason: Option<serde_json::Value>,
+    /// When the abandon message started.
+    pub message_at: Option<DateTime<Utc>>,
+    /// Answering-machine detection's verdict (HUMAN, MACHINE, NOTSURE) and its cause.
+    pub amd_status: Option<String>,
+    pub amd_cause: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TransitionView>>,
 }
@@ -550,7 +563,7 @@ pub struct TransitionView {
 
 const VIEW_COLUMNS: &str = "id, lead_id, campaign_id, operator_id, phone_e164, kind, status, result, hangup_cause,
     hangup_cause_txt, sip_code, recording_name, disposition_notes, callback_at, created_at, dialed_at, ringing_at,
-    answered_at, bridged_at, ended_at, ended_by";
+    answered_at, bridged_at, ended_at, ended_by, dial_reason, message_at, amd_status, amd_cause";
 
 fn view(row: &sqlx::postgres::PgRow) -> Result<AttemptView, sqlx::Error> {
     Ok(AttemptView {
@@ -575,6 +588,10 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<AttemptView, sqlx::Error> {
         bridged_at: row.try_get("bridged_at")?,
         ended_at: row.try_get("ended_at")?,
         ended_by: row.try_get("ended_by")?,
+        dial_reason: row.try_get("dial_reason")?,
+        message_at: row.try_get("message_at")?,
+        amd_status: row.try_get("amd_status")?,
+        amd_cause: row.try_get("amd_cause")?,
         timeline: None,
     })
 }
@@ -637,12 +654,13 @@ pub struct LiveAttempt {
     pub bridge_id: Option<String>,
     pub callback_operator_id: Option<OperatorId>,
     pub settings: Option<serde_json::Value>,
+    pub amd_status: Option<String>,
 }
 
 pub async fn live_for_instance(pool: &PgPool, instance: &str) -> Result<Vec<LiveAttempt>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT a.id, a.lead_id, a.campaign_id, a.operator_id, a.phone_e164, a.caller_id, a.kind, a.status,
-                a.dialed_at, a.answered_at, a.bridge_id, l.callback_operator_id, c.settings
+                a.dialed_at, a.answered_at, a.bridge_id, l.callback_operator_id, c.settings, a.amd_status
          FROM attempts a LEFT JOIN leads l ON l.id = a.lead_id LEFT JOIN campaigns c ON c.id = a.campaign_id
          WHERE a.instance = $1 AND a.status IN {}",
         AttemptStatus::LIVE_SQL

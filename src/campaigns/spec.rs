@@ -6,14 +6,18 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use crate::calls::amd::Amd;
 use crate::calls::AttemptResult;
+use crate::compliance::Compliance;
 use crate::dialer::window::{self, Windows};
 use crate::ids::OperatorId;
 use crate::phone::Region;
 
 /// Everything a supervisor sets on a campaign. Rules between fields that a schema cannot state:
 /// `pacing.target_abandon_rate` is at most `max_abandon_rate`, `preview.auto_dial_secs` is
-/// below `preview.reservation_secs`, and each calling window's `from` is before its `to`.
+/// below `preview.reservation_secs`, each calling window's `from` is before its `to`, and a
+/// `compliance.profile` other than `none` sets floors on the calling windows, dial timeout,
+/// abandon cap and window, connect limit, caller ID and contact limits (docs/compliance.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CampaignSpec {
@@ -102,6 +106,11 @@ pub struct CampaignSpec {
     /// Phone keys an operator presses in wrap-up, and the result each sets.
     #[schema(schema_with = crate::api::schema::disposition_keys)]
     pub disposition_keys: BTreeMap<String, AttemptResult>,
+    /// Rule profile, contact limits, quiet periods and holidays (`docs/compliance.md`).
+    pub compliance: Compliance,
+    /// Answering-machine detection for campaign calls (not preview or single calls, where an
+    /// operator hears the answer).
+    pub amd: Amd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -227,6 +236,8 @@ impl Default for CampaignSpec {
                 ("3".to_owned(), CallbackNeeded),
                 ("4".to_owned(), DoNotCall),
             ]),
+            compliance: Compliance::default(),
+            amd: Amd::default(),
         }
     }
 }
@@ -280,7 +291,8 @@ impl CampaignSpec {
     }
 
     /// Parses a JSON document into a spec, naming the field serde stumbled on.
-    pub fn from_json(value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
+    pub fn from_json(mut value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
+        crate::compliance::apply_profile_defaults(&mut value);
         crate::text::decode(value).map_err(|e| vec![e])
     }
 
@@ -392,6 +404,8 @@ impl CampaignSpec {
                 );
             }
         }
+        errors.extend(self.amd.validate());
+        errors.extend(crate::compliance::validate(self));
         if errors.is_empty() {
             Ok(())
         } else {

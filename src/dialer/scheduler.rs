@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use super::pacing::{calls_to_place, effective_ratio, PacingInput, RateLimiter};
 use super::predictive::{self, Busy, Decision, Predictive, Priors, View, WindowRate};
 use super::share::{share, Member, Shares, Taker};
-use super::window;
 use crate::calls::engine::core::{CampaignLoad, PacingOutcome};
 use crate::calls::engine::{Claimed, EngineHandle, Offer, Snapshot};
 use crate::campaigns::spec::{AbandonWindow, CampaignSpec, PacingMode};
 use crate::campaigns::store::{self as campaigns, Campaign};
+use crate::compliance::{self, Effective, Skip, SkipRule};
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::leads::store::release_reservation;
 
@@ -61,6 +61,8 @@ pub struct ClaimReport {
     pub dnc: usize,
     pub outside_window: usize,
     pub number_busy: usize,
+    /// Skipped for a contact limit or a quiet period.
+    pub limited: usize,
 }
 
 impl Scheduler {
@@ -142,7 +144,7 @@ impl Scheduler {
             let load = snapshot.campaigns.get(&campaign.id).cloned().unwrap_or_default();
             let counts_for = |id: &OperatorId| shares.get(id).is_some_and(|c| c.campaign == campaign.id);
             let eligible = snapshot.ready.iter().filter(|r| counts_for(&r.id)).count();
-            let wanted = if spec.pacing.mode == PacingMode::Predictive {
+            let (wanted, slot) = if spec.pacing.mode == PacingMode::Predictive {
                 let busy: Vec<_> = snapshot.busy.iter().filter(|b| counts_for(&b.id)).collect();
                 self.predictive(&campaign, &spec, &load, eligible, &busy).await?
             } else {
@@ -161,13 +163,18 @@ impl Scheduler {
             if allowed == 0 {
                 continue;
             }
-            let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now()).await?;
+            let slot = if allowed < wanted {
+                format!("{slot}; {allowed} within {} calls per second", spec.calls_per_second)
+            } else {
+                slot
+            };
+            let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now(), &slot).await?;
             if claims.len() < allowed {
                 self.dry.insert(campaign.id, now);
             } else {
                 self.dry.remove(&campaign.id);
             }
-            if report.dnc + report.outside_window + report.number_busy > 0 {
+            if report.dnc + report.outside_window + report.number_busy + report.limited > 0 {
                 tracing::debug!(campaign.id = %campaign.id, ?report, "leads skipped at claim");
             }
             placed += claims.len();
@@ -211,16 +218,17 @@ impl Scheduler {
         share(&takers, ready.chain(busy), &self.shares)
     }
 
-    /// Progressive pacing: ready operators × ratio, minus calls ringing.
+    /// Progressive pacing: ready operators × ratio, minus calls ringing; with the number of
+    /// calls, a sentence saying how it was reached.
     async fn progressive(
         &mut self,
         campaign: &Campaign,
         spec: &CampaignSpec,
         load: &CampaignLoad,
         eligible: usize,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(usize, String)> {
         let ratio = if spec.pacing.ratio > 1.0 {
-            let rate = self.window(campaign.id, AbandonWindow::Day).await?.rate();
+            let rate = self.window(campaign.id, spec.pacing.abandon_window).await?.rate();
             let ratio = effective_ratio(spec.pacing.ratio, rate, spec.max_abandon_rate);
             if ratio < spec.pacing.ratio {
                 tracing::debug!(campaign.id = %campaign.id, ?rate, cap = spec.max_abandon_rate,
@@ -230,13 +238,23 @@ impl Scheduler {
         } else {
             spec.pacing.ratio
         };
-        Ok(calls_to_place(PacingInput {
+        let calls = calls_to_place(PacingInput {
             ready_operators: eligible,
             ratio,
             dialing: load.dialing,
             live: load.live,
             max_concurrent: spec.max_concurrent_calls as usize,
-        }))
+        });
+        let capped = if ratio < spec.pacing.ratio {
+            " (abandon cap reached: ratio 1)"
+        } else {
+            ""
+        };
+        let slot = format!(
+            "progressive: {eligible} ready operator(s) × ratio {ratio}{capped}, {} dialling, {} live of {} at most: {calls} call(s)",
+            load.dialing, load.live, spec.max_concurrent_calls
+        );
+        Ok((calls, slot))
     }
 
     /// Predictive pacing (`dialer::predictive`), fed the engine's view of the campaign.
@@ -247,7 +265,7 @@ impl Scheduler {
         load: &CampaignLoad,
         eligible: usize,
         busy: &[&crate::calls::engine::core::BusyOperator],
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(usize, String)> {
         let window = self.window(campaign.id, spec.pacing.abandon_window).await?;
         let now = self.clock();
         let pacer = self.pacer(campaign.id, spec);
@@ -274,7 +292,18 @@ impl Scheduler {
                 "abandon target reached over the window; one call per ready operator");
         }
         self.board.write().expect("pacing board").insert(campaign.id, decision);
-        Ok(decision.calls)
+        let slot = format!(
+            "predictive: dial level {:.2}, {:.1} operator(s) predicted free, live-answer rate {:.2}, abandon {} of {} answered over the window, target {}{}: {} call(s)",
+            decision.dial_level,
+            decision.predicted_free,
+            decision.live_rate,
+            window.abandoned,
+            window.answered,
+            pacer_target(spec),
+            if decision.fallback { " (target reached: one call per ready operator)" } else { "" },
+            decision.calls
+        );
+        Ok((decision.calls, slot))
     }
 
     fn clock(&self) -> f64 {
@@ -411,7 +440,7 @@ pub async fn reserve(
     let mut tx = pool.begin().await?;
     let mut report = ClaimReport::default();
     let chosen = select_due(&mut tx, campaign, 1, now, &mut report).await?;
-    let Some(lead) = chosen.into_iter().next() else {
+    let Some(Chosen { lead, .. }) = chosen.into_iter().next() else {
         tx.commit().await?;
         return Ok(None);
     };
@@ -434,28 +463,63 @@ struct Candidate {
     external_id: Option<String>,
     on_dnc: bool,
     number_busy: bool,
+    /// The number's calls of the last 31 days (read only when a limit needs them).
+    dialled: Option<Vec<DateTime<Utc>>>,
+    answered: Option<Vec<DateTime<Utc>>>,
+    last_abandon: Option<DateTime<Utc>>,
+    last_machine: Option<DateTime<Utc>>,
 }
 
-/// Locks up to `n` due leads of `campaign` (in `tx`) that may be called now. On the way, leads
-/// on the DNC list become `dnc` and leads outside their calling window are rescheduled to its
-/// next opening; leads whose number is in a live call elsewhere, or reserved for a preview,
-/// wait.
+/// A lead chosen to be dialled now, and why it may be.
+struct Chosen {
+    lead: Candidate,
+    checks: Vec<String>,
+}
+
+/// A lead whose number is in a live call elsewhere is looked at again this much later.
+const NUMBER_BUSY_RETRY: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Locks up to `n` due leads of `campaign` (in `tx`) that may be called now, checking each
+/// against the DNC list, the one-live-call-per-number rule, the calling hours (with the
+/// profile's and holidays) and the number's contact limits and quiet periods. A lead that may
+/// not be called is moved on — `dnc`, or rescheduled to when it may — and the skip is recorded
+/// with its reason (`lead_skips`).
 async fn select_due(
     tx: &mut Transaction<'_, Postgres>,
     campaign: &Campaign,
     n: usize,
     now: DateTime<Utc>,
     report: &mut ClaimReport,
-) -> Result<Vec<Candidate>, sqlx::Error> {
+) -> Result<Vec<Chosen>, sqlx::Error> {
     let spec = &campaign.spec;
+    let rules = Effective::of(spec);
+    // The number's history is read only for campaigns with limits: the plain claim stays as
+    // fast as before.
+    let history = if rules.needs_history() {
+        "h.dialled, h.answered, h.last_abandon, h.last_machine"
+    } else {
+        "NULL::timestamptz[] AS dialled, NULL::timestamptz[] AS answered, NULL::timestamptz AS last_abandon, NULL::timestamptz AS last_machine"
+    };
+    let history_join = if rules.needs_history() {
+        "LEFT JOIN LATERAL (
+             SELECT array_agg(a.created_at ORDER BY a.created_at DESC) AS dialled,
+                    array_agg(a.answered_at ORDER BY a.answered_at DESC)
+                        FILTER (WHERE a.answered_at IS NOT NULL) AS answered,
+                    max(a.ended_at) FILTER (WHERE a.result = 'abandoned') AS last_abandon,
+                    max(a.ended_at) FILTER (WHERE a.result = 'machine' AND a.operator_id IS NULL) AS last_machine
+             FROM attempts a WHERE a.phone_e164 = l.phone_e164 AND a.created_at > $4) h ON true"
+    } else {
+        ""
+    };
     // DNC and "number already in a live call" are checked for the rows the scan returns only.
     let candidates: Vec<Candidate> = sqlx::query_as(&format!(
         "SELECT l.id, l.phone_e164, l.timezone, l.callback_operator_id, l.external_id,
                 EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = l.phone_e164
                         AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS on_dnc,
                 EXISTS (SELECT 1 FROM attempts a WHERE a.phone_e164 = l.phone_e164
-                        AND a.status IN {live}) AS number_busy
-         FROM leads l
+                        AND a.status IN {live}) AS number_busy,
+                {history}
+         FROM leads l {history_join}
          WHERE l.campaign_id = $1 AND l.state IN ('pending', 'scheduled')
            AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= $2)
            AND (l.reserved_until IS NULL OR l.reserved_until <= $2)
@@ -465,78 +529,126 @@ async fn select_due(
     ))
     .bind(campaign.id)
     .bind(now)
-    // A few spare rows cover leads skipped for DNC, window or a busy number; every row read
-    // here is locked (a write), so the margin stays small. Skipped leads change state and do
-    // not come back, so the next tick claims what this one could not.
+    // A few spare rows cover leads skipped on the way; every row read here is locked (a
+    // write), so the margin stays small. Skipped leads change state and do not come back
+    // before they may be called, so the next tick claims what this one could not.
     .bind((n + 8) as i64)
+    .bind(now - chrono::Duration::days(compliance::HISTORY_DAYS))
     .fetch_all(&mut **tx)
     .await?;
 
     let campaign_tz = spec.tz();
-    let mut to_dnc = Vec::new();
-    let mut reschedule: Vec<(LeadId, DateTime<Utc>)> = Vec::new();
-    let mut chosen: Vec<Candidate> = Vec::new();
+    let mut skips: Vec<(LeadId, Skip)> = Vec::new();
+    let mut chosen: Vec<Chosen> = Vec::new();
     let mut phones_taken = HashSet::new();
     for c in candidates {
-        if c.on_dnc {
-            to_dnc.push(c.id);
-            report.dnc += 1;
-            continue;
+        if chosen.len() >= n {
+            break;
         }
-        if c.number_busy || !phones_taken.insert(c.phone_e164.clone()) {
-            report.number_busy += 1;
-            continue;
-        }
-        let tz: Tz = c
-            .timezone
-            .as_deref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(campaign_tz);
-        match window::next_open(now, tz, &spec.calling_windows) {
-            Some(open) if open <= now => {
-                if chosen.len() < n {
-                    chosen.push(c);
+        let decision = decide(&c, &rules, campaign_tz, now, &mut phones_taken);
+        match decision {
+            Ok(checks) => chosen.push(Chosen { lead: c, checks }),
+            Err(skip) => {
+                match skip.rule {
+                    SkipRule::Dnc => report.dnc += 1,
+                    SkipRule::NumberBusy => report.number_busy += 1,
+                    SkipRule::OutsideHours | SkipRule::Holiday => report.outside_window += 1,
+                    SkipRule::ContactLimit | SkipRule::QuietPeriod => report.limited += 1,
                 }
-            }
-            Some(open) => {
-                reschedule.push((c.id, open));
-                report.outside_window += 1;
-            }
-            None => {
-                // A window table with no time at all: look again tomorrow.
-                reschedule.push((c.id, now + chrono::Duration::days(1)));
-                report.outside_window += 1;
+                skips.push((c.id, skip));
             }
         }
     }
-    if !to_dnc.is_empty() {
-        sqlx::query("UPDATE leads SET state = 'dnc', next_attempt_at = NULL, updated_at = now() WHERE id = ANY($1)")
-            .bind(&to_dnc)
-            .execute(&mut **tx)
-            .await?;
-    }
-    if !reschedule.is_empty() {
-        let (ids, times): (Vec<LeadId>, Vec<DateTime<Utc>>) = reschedule.into_iter().unzip();
-        sqlx::query(
-            "UPDATE leads l SET state = 'scheduled', next_attempt_at = u.at, updated_at = now()
-             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE l.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&times)
-        .execute(&mut **tx)
-        .await?;
-    }
+    record_skips(tx, campaign.id, &skips).await?;
     Ok(chosen)
 }
 
+/// Whether one candidate may be dialled now: the checks it passed, or why not.
+fn decide(
+    c: &Candidate,
+    rules: &Effective,
+    campaign_tz: Tz,
+    now: DateTime<Utc>,
+    phones_taken: &mut HashSet<String>,
+) -> Result<Vec<String>, Skip> {
+    if c.on_dnc {
+        return Err(Skip {
+            rule: SkipRule::Dnc,
+            reason: "the number is on the do-not-call list".to_owned(),
+            until: None,
+        });
+    }
+    if c.number_busy || !phones_taken.insert(c.phone_e164.clone()) {
+        return Err(Skip {
+            rule: SkipRule::NumberBusy,
+            reason: "the number is in a live call from another campaign or a single call".to_owned(),
+            until: Some(now + NUMBER_BUSY_RETRY),
+        });
+    }
+    let tz: Tz = c
+        .timezone
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(campaign_tz);
+    let mut checks = vec![
+        "not on the do-not-call list".to_owned(),
+        "number not in another call".to_owned(),
+    ];
+    checks.push(rules.check_hours(now, tz)?);
+    let history = compliance::History {
+        dialled: c.dialled.clone().unwrap_or_default(),
+        answered: c.answered.clone().unwrap_or_default(),
+        last_abandon: c.last_abandon,
+        last_machine: c.last_machine,
+    };
+    checks.extend(rules.check_number(&history, now)?);
+    Ok(checks)
+}
+
+/// Moves skipped leads on (DNC, or rescheduled to when they may be called) and records why.
+async fn record_skips(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: CampaignId,
+    skips: &[(LeadId, Skip)],
+) -> Result<(), sqlx::Error> {
+    if skips.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<LeadId> = skips.iter().map(|(id, _)| *id).collect();
+    let rules: Vec<&str> = skips.iter().map(|(_, s)| s.rule.as_str()).collect();
+    let reasons: Vec<&str> = skips.iter().map(|(_, s)| s.reason.as_str()).collect();
+    let until: Vec<Option<DateTime<Utc>>> = skips.iter().map(|(_, s)| s.until).collect();
+    sqlx::query(
+        "WITH s AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+                        AS u(id, rule, reason, until)),
+         moved AS (
+             UPDATE leads l SET state = CASE WHEN s.rule = 'dnc' THEN 'dnc' ELSE 'scheduled' END,
+                 next_attempt_at = CASE WHEN s.rule = 'dnc' THEN NULL ELSE s.until END, updated_at = now()
+             FROM s WHERE l.id = s.id
+         )
+         INSERT INTO lead_skips (lead_id, campaign_id, rule, reason, until)
+         SELECT s.id, $5, s.rule, s.reason, s.until FROM s",
+    )
+    .bind(&ids)
+    .bind(&rules)
+    .bind(&reasons)
+    .bind(&until)
+    .bind(campaign)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
-/// transaction (see `select_due` for what is skipped on the way).
+/// transaction (see `select_due` for what is skipped on the way). `slot` says why pacing
+/// placed these calls; each attempt records it with the checks its lead passed.
 pub async fn claim(
     pool: &PgPool,
     campaign: &Campaign,
     n: usize,
     instance: &str,
     now: DateTime<Utc>,
+    slot: &str,
 ) -> Result<(Vec<Claimed>, ClaimReport), sqlx::Error> {
     let mut report = ClaimReport::default();
     if n == 0 {
@@ -548,23 +660,29 @@ pub async fn claim(
 
     let mut claimed = Vec::with_capacity(chosen.len());
     if !chosen.is_empty() {
-        let leads: Vec<LeadId> = chosen.iter().map(|c| c.id).collect();
+        let leads: Vec<LeadId> = chosen.iter().map(|c| c.lead.id).collect();
         let attempts: Vec<AttemptId> = chosen.iter().map(|_| AttemptId::new()).collect();
-        let chosen_phones: Vec<&str> = chosen.iter().map(|c| c.phone_e164.as_str()).collect();
-        let external_ids: Vec<Option<&str>> = chosen.iter().map(|c| c.external_id.as_deref()).collect();
+        let chosen_phones: Vec<&str> = chosen.iter().map(|c| c.lead.phone_e164.as_str()).collect();
+        let external_ids: Vec<Option<&str>> = chosen.iter().map(|c| c.lead.external_id.as_deref()).collect();
+        let profile = spec.compliance.profile.as_str();
+        let reasons: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|c| serde_json::json!({"pacing": slot, "profile": profile, "checks": c.checks}))
+            .collect();
         // One statement: the leads become `dialing`, their attempts and first transitions exist.
         sqlx::query(
             "WITH claimed AS (
                  UPDATE leads SET state = 'dialing', attempts_count = attempts_count + 1, next_attempt_at = NULL,
                      updated_at = now() WHERE id = ANY($2)
              ), created AS (
-                 INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, caller_id, kind, status, instance)
-                 SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5
-                 FROM UNNEST($1::uuid[], $2::uuid[], $6::text[]) AS u(id, lead, phone)
-                 RETURNING id
+                 INSERT INTO attempts (id, lead_id, campaign_id, phone_e164, caller_id, kind, status, instance,
+                                       dial_reason)
+                 SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5, u.why
+                 FROM UNNEST($1::uuid[], $2::uuid[], $6::text[], $8::jsonb[]) AS u(id, lead, phone, why)
+                 RETURNING id, dial_reason
              ), logged AS (
-                 INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
-                 SELECT id, NULL, 'init', 'claimed by the scheduler' FROM created
+                 INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason, detail)
+                 SELECT id, NULL, 'init', 'claimed by the scheduler: ' || $9, dial_reason FROM created
              )
              INSERT INTO outbox (id, event_type, routing_key, attempt_id, payload, headers)
              SELECT gen_random_uuid(), 'OutboundCallInitiated', 'call.initiated', u.id,
@@ -581,9 +699,11 @@ pub async fn claim(
         .bind(instance)
         .bind(&chosen_phones)
         .bind(&external_ids)
+        .bind(&reasons)
+        .bind(slot)
         .execute(&mut *tx)
         .await?;
-        for (c, attempt) in chosen.iter().zip(&attempts) {
+        for (Chosen { lead: c, .. }, attempt) in chosen.iter().zip(&attempts) {
             report.claimed.push(*attempt);
             claimed.push(Claimed {
                 attempt: *attempt,

@@ -37,6 +37,12 @@ impl LocalTime {
         Some(LocalTime { minutes: h * 60 + m })
     }
 
+    pub const fn at(hours: u32, minutes: u32) -> LocalTime {
+        LocalTime {
+            minutes: hours * 60 + minutes,
+        }
+    }
+
     fn offset_from(self, date: NaiveDate) -> chrono::NaiveDateTime {
         date.and_time(NaiveTime::MIN) + Duration::minutes(i64::from(self.minutes))
     }
@@ -87,12 +93,82 @@ pub fn validate(windows: &Windows) -> Vec<(String, String)> {
     problems
 }
 
+impl Span {
+    pub const fn new(from: LocalTime, to: LocalTime) -> Span {
+        Span { from, to }
+    }
+
+    /// The whole day, 00:00–24:00.
+    pub const ALL_DAY: Span = Span::new(LocalTime::at(0, 0), LocalTime::at(24, 0));
+
+    /// Whether the local time of day `t` is inside.
+    pub fn contains_local(&self, t: NaiveTime) -> bool {
+        use chrono::Timelike;
+        let m = t.hour() * 60 + t.minute();
+        self.from.minutes <= m && m < self.to.minutes
+    }
+
+    /// Whether `self` lies inside one of `outer`.
+    pub fn within(&self, outer: &[Span]) -> bool {
+        outer.iter().any(|o| o.from <= self.from && self.to <= o.to)
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hm = |t: LocalTime| format!("{:02}:{:02}", t.minutes / 60, t.minutes % 60);
+        write!(f, "{}–{}", hm(self.from), hm(self.to))
+    }
+}
+
+/// The times both `a` and `b` allow.
+pub fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
+    let mut out: Vec<Span> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| Span::new(x.from.max(y.from), x.to.min(y.to))))
+        .filter(|s| s.from < s.to)
+        .collect();
+    out.sort_by_key(|s| s.from);
+    out
+}
+
+/// When calls may be placed: spans per weekday, and dates (holidays) with spans of their own
+/// that replace their weekday's. With no weekday table at all, days not listed are open all
+/// day.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Calendar {
+    pub windows: Windows,
+    pub dates: BTreeMap<NaiveDate, Vec<Span>>,
+}
+
+impl Calendar {
+    pub fn weekly(windows: Windows) -> Calendar {
+        Calendar {
+            windows,
+            dates: BTreeMap::new(),
+        }
+    }
+
+    /// The spans open on `date` (local).
+    pub fn spans(&self, date: NaiveDate) -> &[Span] {
+        if let Some(spans) = self.dates.get(&date) {
+            return spans;
+        }
+        if self.windows.is_empty() {
+            return std::slice::from_ref(&Span::ALL_DAY);
+        }
+        self.windows.get(key(date.weekday())).map_or(&[], Vec::as_slice)
+    }
+
+    fn always_open(&self) -> bool {
+        self.windows.is_empty() && self.dates.is_empty()
+    }
+}
+
 /// Local start and end of each span on `date`, as UTC instants.
-fn spans_on(date: NaiveDate, tz: Tz, windows: &Windows) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let Some(spans) = windows.get(key(date.weekday())) else {
-        return Vec::new();
-    };
-    spans
+fn spans_on(date: NaiveDate, tz: Tz, calendar: &Calendar) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    calendar
+        .spans(date)
         .iter()
         .filter_map(|s| {
             Some((
@@ -101,6 +177,11 @@ fn spans_on(date: NaiveDate, tz: Tz, windows: &Windows) -> Vec<(DateTime<Utc>, D
             ))
         })
         .collect()
+}
+
+/// The instant local midnight starts `date` in `tz`.
+pub fn local_midnight(date: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
+    to_utc(tz, date.and_time(NaiveTime::MIN))
 }
 
 /// Local → UTC; a time inside a DST gap moves to the first valid instant after it.
@@ -124,23 +205,35 @@ pub fn is_open(now: DateTime<Utc>, tz: Tz, windows: &Windows) -> bool {
 /// `now` if a window is open, else the start of the next window within eight days (None if
 /// the table has no time at all).
 pub fn next_open(now: DateTime<Utc>, tz: Tz, windows: &Windows) -> Option<DateTime<Utc>> {
-    if windows.is_empty() {
+    next_open_in(now, tz, &Calendar::weekly(windows.clone()))
+}
+
+/// How far ahead `next_open_in` looks: a run of holidays (New Year in Russia) plus a week.
+const LOOKAHEAD_DAYS: i64 = 40;
+
+/// `next_open` over a calendar with holidays; None if nothing opens within 40 days.
+pub fn next_open_in(now: DateTime<Utc>, tz: Tz, calendar: &Calendar) -> Option<DateTime<Utc>> {
+    if calendar.always_open() {
         return Some(now);
     }
     let today = now.with_timezone(&tz).date_naive();
-    let mut best: Option<DateTime<Utc>> = None;
-    for offset in -1..=8 {
+    let mut best: Option<(DateTime<Utc>, i64)> = None;
+    for offset in -1..=LOOKAHEAD_DAYS {
+        // Later dates' spans start later: once one is found, one more day settles it.
+        if best.is_some_and(|(_, found)| offset > found + 1) {
+            break;
+        }
         let date = today + Duration::days(offset);
-        for (start, end) in spans_on(date, tz, windows) {
+        for (start, end) in spans_on(date, tz, calendar) {
             if start <= now && now < end {
                 return Some(now);
             }
-            if start > now && best.is_none_or(|b| start < b) {
-                best = Some(start);
+            if start > now && best.is_none_or(|(b, _)| start < b) {
+                best = Some((start, offset));
             }
         }
     }
-    best
+    best.map(|(start, _)| start)
 }
 
 #[cfg(test)]

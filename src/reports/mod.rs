@@ -253,7 +253,9 @@ pub async fn abandon_rate_today(pool: &PgPool, campaign: CampaignId) -> Result<O
     Ok(abandon_counts(pool, campaign, AbandonWindow::Day).await?.rate())
 }
 
-/// Answered and abandoned calls of a campaign over a window (by when they were dialled).
+/// Calls answered by a person (answering machines excluded) and abandoned calls of a
+/// campaign over a window (by when they were dialled); machine hang-ups count in both as
+/// `AbandonCounts` says.
 pub async fn abandon_counts(
     pool: &PgPool,
     campaign: CampaignId,
@@ -264,18 +266,56 @@ pub async fn abandon_counts(
         AbandonWindow::Hours24 => "now() - interval '24 hours'",
         AbandonWindow::Days30 => "now() - interval '30 days'",
     };
-    let (answered, abandoned): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(a.answered_at), count(*) FILTER (WHERE {ABANDONED})
+    let counts: AbandonCounts = sqlx::query_as(&format!(
+        "SELECT {}
          FROM campaigns c JOIN attempts a ON a.campaign_id = c.id
-         WHERE c.id = $1 AND a.created_at >= {since}"
+         WHERE c.id = $1 AND a.created_at >= {since}",
+        abandon_counts_sql()
     ))
     .bind(campaign)
     .fetch_one(pool)
     .await?;
-    Ok(WindowRate {
-        answered: answered.max(0) as u64,
-        abandoned: abandoned.max(0) as u64,
-    })
+    Ok(counts.rate())
+}
+
+/// The columns of [`AbandonCounts`], over attempts `a` of one campaign `c` (`$1`). Machine
+/// hang-ups count as people by the campaign's measured `amd.false_positive_rate`; without
+/// one, all of them under a profile with an abandon cap (the strict reading: nobody knows
+/// which were people), none otherwise.
+pub fn abandon_counts_sql() -> String {
+    format!(
+        "count(a.answered_at) FILTER (WHERE a.result IS DISTINCT FROM 'machine') AS answered,
+         count(*) FILTER (WHERE {ABANDONED}) AS abandoned,
+         count(*) FILTER (WHERE a.result = 'machine' AND a.bridged_at IS NULL) AS machine_hangups,
+         (SELECT coalesce((c.settings->'amd'->>'false_positive_rate')::float8,
+             CASE WHEN c.settings->'compliance'->>'profile' IN ('us-tcpa', 'uk-ofcom') THEN 1.0 ELSE 0.0 END)
+          FROM campaigns c WHERE c.id = $1) AS machine_share"
+    )
+}
+
+/// A campaign's answered and abandoned calls over a window, before machine hang-ups are
+/// shared out.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct AbandonCounts {
+    pub answered: i64,
+    pub abandoned: i64,
+    pub machine_hangups: i64,
+    pub machine_share: Option<f64>,
+}
+
+impl AbandonCounts {
+    /// The machine hang-ups that count as people (rounded up) join both sides.
+    pub fn people_hung_up_on(&self) -> u64 {
+        (self.machine_hangups.max(0) as f64 * self.machine_share.unwrap_or(0.0)).ceil() as u64
+    }
+
+    pub fn rate(&self) -> WindowRate {
+        let people = self.people_hung_up_on();
+        WindowRate {
+            answered: self.answered.max(0) as u64 + people,
+            abandoned: self.abandoned.max(0) as u64 + people,
+        }
+    }
 }
 
 /// The live view of a campaign for a supervisor's screen.

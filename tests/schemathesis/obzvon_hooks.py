@@ -7,7 +7,7 @@ They teach the fuzzer what JSON Schema cannot say, and nothing else:
   loopback address that resolves without DNS stands for any target;
 - the rules between fields that the schemas' descriptions state (a span's `from` before its
   `to`, `target_abandon_rate` at most `max_abandon_rate`, `auto_dial_secs` below
-  `reservation_secs`, a call for a phone or a lead but not both, `callback_at` in the future and
+  `reservation_secs`, no rule profile (its floors on other settings), a call for a phone or a lead but not both, `callback_at` in the future and
   only with `callback-needed`, a report's `from` before its `to`) hold in generated bodies.
 """
 
@@ -42,6 +42,10 @@ def _campaign_rules_hold(body):
 
     # The target (default 0.03) stays at or under the cap (default 0.03).
     if number(body.get("pacing"), "target_abandon_rate", 0.03) > number(body, "max_abandon_rate", 0.03):
+        return False
+    # A rule profile sets floors on other settings (dial timeout, windows, caller ID...).
+    compliance = body.get("compliance")
+    if isinstance(compliance, dict) and compliance.get("profile", "none") != "none":
         return False
     preview = body.get("preview")
     if number(preview, "auto_dial_secs", 0) >= number(preview, "reservation_secs", 120):

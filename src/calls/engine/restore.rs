@@ -53,6 +53,7 @@ pub async fn from_database(pool: &PgPool, instance: &str, single: &CampaignSpec)
             dialed: a.dialed_at.is_some(),
             answered_at: a.answered_at,
             bridge: a.bridge_id.map(BridgeId::new),
+            amd_status: a.amd_status,
         });
     }
     let mut sessions = Vec::new();

@@ -503,6 +503,7 @@ async fn execute(ari: &AriClient, op: &AriOp) -> Result<AriReply, AriFail> {
             .await
             .map(|_| AriReply::Ok),
         AriOp::StopRecording { name } => done(ari.stop_recording(name).await),
+        AriOp::Continue { channel, context } => done(ari.continue_in_dialplan(channel.as_str(), context, "s", 1).await),
         AriOp::Subscribe { source } => done(ari.subscribe(source).await),
         AriOp::Unsubscribe { source } => done(ari.unsubscribe(source).await),
         AriOp::RtpReceived { channel } => ari.rtp_statistics(channel.as_str()).await.map(|s| AriReply::Packets {

@@ -91,6 +91,14 @@ pub enum LegState {
         placed: bool,
     },
     Ringing,
+    /// Answered and in our dialplan's answering-machine detection; its verdict comes back as
+    /// a StasisStart. `deadline` is the connect limit's (detection counts against it);
+    /// at `give_up` detection is taken as lost and the call hung up.
+    Detecting {
+        answered: DateTime<Utc>,
+        deadline: Instant,
+        give_up: Instant,
+    },
     /// Answered, no operator yet; at `deadline` it becomes an abandon.
     Waiting {
         answered: DateTime<Utc>,
@@ -145,6 +153,10 @@ pub enum StopWhy {
     Abandoned,
     /// We could not place the call.
     Failed(String),
+    /// Answering-machine detection heard a machine (and, in `message` mode, left the message).
+    Machine { message_left: bool },
+    /// Answering-machine detection never came back.
+    DetectionLost,
     /// The customer was never dialled (a single call whose operator did not answer): the
     /// attempt does not count.
     NotPlaced(String),
@@ -209,6 +221,7 @@ impl Leg {
                 | LegState::AwaitingOperator
                 | LegState::Dialing { .. }
                 | LegState::Ringing
+                | LegState::Detecting { .. }
                 | LegState::Waiting { .. }
                 | LegState::Connecting { .. }
         )
@@ -217,6 +230,7 @@ impl Leg {
     pub fn answered(&self) -> Option<DateTime<Utc>> {
         match &self.state {
             LegState::Waiting { answered, .. }
+            | LegState::Detecting { answered, .. }
             | LegState::Connecting { answered, .. }
             | LegState::Bridged { answered, .. }
             | LegState::Abandoning { answered, .. } => Some(*answered),
@@ -227,6 +241,7 @@ impl Leg {
     pub(super) fn deadline(&self) -> Option<Instant> {
         let state = match &self.state {
             LegState::Waiting { deadline, .. } => Some(*deadline),
+            LegState::Detecting { give_up, .. } => Some(*give_up),
             LegState::Connecting { deadline, .. } => Some(*deadline + CONNECT_GRACE),
             LegState::Abandoning { hangup_at, .. } => Some(*hangup_at),
             _ => None,
@@ -288,6 +303,22 @@ impl Leg {
             Some(StopWhy::Failed(why)) if self.answered().is_none() => {
                 return end(S::Failed, Some(R::Failed), why, EndedBy::Dialer);
             }
+            Some(StopWhy::Machine { message_left }) => {
+                let reason = if *message_left {
+                    "answering machine detected; message left after the greeting"
+                } else {
+                    "answering machine detected; hung up"
+                };
+                return end(S::Completed, Some(R::Machine), reason, EndedBy::Dialer);
+            }
+            Some(StopWhy::DetectionLost) => {
+                return end(
+                    S::Completed,
+                    Some(R::Abandoned),
+                    "answering-machine detection did not come back; hung up (counted as abandoned)",
+                    EndedBy::Dialer,
+                );
+            }
             Some(StopWhy::OperatorEnded) if self.answered().is_none() => {
                 return end(
                     S::Canceled,
@@ -308,7 +339,7 @@ impl Leg {
                 "not answered",
                 EndedBy::Customer,
             ),
-            LegState::Waiting { .. } | LegState::Connecting { .. } => match self.lost {
+            LegState::Waiting { .. } | LegState::Connecting { .. } | LegState::Detecting { .. } => match self.lost {
                 Some(_) => end(
                     S::Completed,
                     Some(R::OperatorLost),
@@ -369,7 +400,10 @@ impl Leg {
             LegState::Dialing { .. } | LegState::Ringing => end(S::Failed, Some(R::Failed)),
             // Answered and (as far as we know) never connected: counted as abandoned, the
             // conservative reading of the rules.
-            LegState::Waiting { .. } | LegState::Connecting { .. } | LegState::Abandoning { .. } => {
+            LegState::Waiting { .. }
+            | LegState::Detecting { .. }
+            | LegState::Connecting { .. }
+            | LegState::Abandoning { .. } => {
                 end(S::Completed, Some(self.lost.map_or(R::Abandoned, |_| R::OperatorLost)))
             }
             LegState::Bridged { .. } => Outcome {
@@ -461,6 +495,10 @@ impl Core {
         }
         let spec = call.spec.clone();
         let attempt = call.attempt;
+        let mut variables = call_variables(attempt, call.campaign);
+        if spec.amd.is_on() {
+            variables.extend(spec.amd.variables());
+        }
         self.ari(
             AriOp::Originate {
                 channel: attempt.channel(),
@@ -468,7 +506,7 @@ impl Core {
                 caller_id: Some(spec.caller_id.clone()),
                 timeout_secs: spec.dial_timeout_secs,
                 app_args: vec!["attempt".to_owned(), attempt.to_string()],
-                variables: call_variables(attempt, call.campaign),
+                variables,
             },
             Report::Outcome,
         );
@@ -634,13 +672,26 @@ impl Core {
                     self.preassigned_answered(attempt, event.timestamp.to_utc(), now);
                 }
             }
-            EventKind::StasisStart(_) => {
+            EventKind::StasisStart(start) => {
+                if let Some(verdict) = crate::calls::amd::Verdict::from_args(&start.args) {
+                    return self.amd_verdict(attempt, verdict, now);
+                }
                 let leg = &self.legs[&attempt];
                 if leg.preassigned() {
                     self.dial_into_operator_bridge(attempt, now);
                 } else {
                     self.answered(attempt, event.timestamp.to_utc(), now);
                 }
+            }
+            EventKind::PlaybackStarted(p) if p.playback.id == abandon_playback(attempt) => {
+                self.record(
+                    attempt,
+                    None,
+                    Change {
+                        message_at: Some(event.timestamp.to_utc()),
+                        ..Change::default()
+                    },
+                );
             }
             EventKind::PlaybackFinished(p) if p.playback.id == abandon_playback(attempt) => {
                 if matches!(self.legs[&attempt].state, LegState::Abandoning { .. }) {
@@ -708,6 +759,9 @@ impl Core {
         }
         let limit = Duration::from_millis(leg.call.spec.connect_limit_ms);
         let deadline = now.instant_of(at) + limit.saturating_sub(margin);
+        if leg.call.spec.amd.is_on() && leg.call.kind == CallKind::Campaign && leg.stop.is_none() {
+            return self.detect(attempt, at, deadline, now);
+        }
         leg.state = LegState::Waiting { answered: at, deadline };
         leg.touched = now.at;
         if let Some(dialed) = leg.dialed {
@@ -729,6 +783,92 @@ impl Core {
             self.abandon(attempt, now);
         } else {
             self.connect_or_wait(attempt, now);
+        }
+    }
+
+    /// Sends an answered campaign call through answering-machine detection in our dialplan.
+    /// The channel leaves Stasis meanwhile, so it is subscribed to first: a customer who hangs
+    /// up during detection is still seen.
+    fn detect(&mut self, attempt: AttemptId, at: DateTime<Utc>, deadline: Instant, now: Now) {
+        let leg = self.legs.get_mut(&attempt).expect("routed here");
+        let give_up = now.at + leg.call.spec.amd.limit();
+        leg.state = LegState::Detecting {
+            answered: at,
+            deadline,
+            give_up,
+        };
+        leg.touched = now.at;
+        self.record(
+            attempt,
+            Some(AttemptStatus::Ringing),
+            Change {
+                answered_at: Some(at),
+                reason: Some("answered; answering-machine detection".to_owned()),
+                ..Change::default()
+            },
+        );
+        let channel = attempt.channel();
+        self.ari(
+            AriOp::Subscribe {
+                source: format!("channel:{}", channel.as_str()),
+            },
+            Report::Nothing,
+        );
+        self.ari(
+            AriOp::Continue {
+                channel,
+                context: crate::calls::amd::CONTEXT.to_owned(),
+            },
+            Report::Failure,
+        );
+    }
+
+    /// Detection came back: a machine is hung up on (its message left, in `message` mode) or,
+    /// in `operator` mode, connected like a person; a person waits for an operator within what
+    /// is left of the connect limit, or hears the abandon message at once if detection used
+    /// it all.
+    fn amd_verdict(&mut self, attempt: AttemptId, verdict: crate::calls::amd::Verdict, now: Now) {
+        use crate::calls::amd::AmdMode;
+        let leg = self.legs.get_mut(&attempt).expect("routed here");
+        let LegState::Detecting { answered, deadline, .. } = leg.state else {
+            return;
+        };
+        let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
+        let after = leg
+            .dialed
+            .map(|d| now.instant_of(answered).saturating_duration_since(d).as_secs_f64());
+        let machine = verdict.is_machine() && spec.amd.mode != AmdMode::Operator;
+        tracing::info!(attempt.id = %attempt, status = %verdict.status, cause = %verdict.cause, "answering-machine detection");
+        self.record(
+            attempt,
+            None,
+            Change {
+                amd: Some((verdict.status.clone(), verdict.cause.clone())),
+                reason: Some(format!(
+                    "answering-machine detection: {} ({})",
+                    verdict.status, verdict.cause
+                )),
+                ..Change::default()
+            },
+        );
+        if machine {
+            if let Some(after) = after {
+                self.learn(campaign, &spec, PacingOutcome::NoLiveAnswer { after_secs: after });
+            }
+            let message_left = verdict.message_left;
+            self.stop_leg(attempt, EndedBy::Dialer, StopWhy::Machine { message_left }, now);
+            return;
+        }
+        let leg = self.legs.get_mut(&attempt).expect("present");
+        leg.state = LegState::Waiting { answered, deadline };
+        leg.touched = now.at;
+        if let Some(after) = after {
+            self.learn(campaign, &spec, PacingOutcome::LiveAnswer { after_secs: after });
+        }
+        // Being ended already, or out of time: the message now; else an operator, or a wait.
+        let stopping = self.legs[&attempt].stop.is_some();
+        if stopping || (!self.connect_or_wait(attempt, now) && deadline <= now.at) {
+            self.abandon(attempt, now);
         }
     }
 
@@ -1108,6 +1248,16 @@ impl Core {
                     leg.gone_at.get_or_insert(now.at);
                 }
             }
+            (AriOp::Continue { .. }, Err(fail)) => {
+                // Detection could not start: the call goes on as a person's.
+                tracing::warn!(attempt.id = %attempt, error = %fail, "could not send the call to answering-machine detection");
+                let verdict = crate::calls::amd::Verdict {
+                    status: "NOTSURE".to_owned(),
+                    cause: format!("not run: {fail}"),
+                    message_left: false,
+                };
+                self.amd_verdict(attempt, verdict, now);
+            }
             (AriOp::Play { .. }, Err(fail)) => {
                 tracing::warn!(attempt.id = %attempt, error = %fail, "abandon message did not play");
                 self.hangup(&attempt.channel());
@@ -1225,6 +1375,7 @@ impl Core {
             GiveUpConnecting(OperatorId),
             HangUp,
             Gone,
+            DetectionLost,
         }
         let due: Vec<(AttemptId, Due)> = self
             .legs
@@ -1239,6 +1390,9 @@ impl Core {
                             Due::GiveUpConnecting(operator)
                         }
                         LegState::Abandoning { hangup_at, .. } if hangup_at <= now.at => Due::HangUp,
+                        LegState::Detecting { give_up, .. } if give_up <= now.at && l.stop.is_none() => {
+                            Due::DetectionLost
+                        }
                         _ => return None,
                     }
                 };
@@ -1268,6 +1422,10 @@ impl Core {
                 Due::Gone => {
                     let leg = self.legs.remove(&attempt).expect("listed above");
                     self.finish(leg, None, now);
+                }
+                Due::DetectionLost => {
+                    tracing::warn!(attempt.id = %attempt, "answering-machine detection did not come back; hanging up");
+                    self.stop_leg(attempt, EndedBy::Dialer, StopWhy::DetectionLost, now);
                 }
             }
         }

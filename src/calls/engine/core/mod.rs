@@ -345,6 +345,11 @@ pub enum AriOp {
     StopRecording {
         name: String,
     },
+    /// Leave Stasis for a dialplan location (the AMD hop, which comes back).
+    Continue {
+        channel: ChannelId,
+        context: String,
+    },
     /// Subscribe the application to an event source (`channel:ID`, `endpoint:PJSIP/op1`).
     Subscribe {
         source: String,
@@ -473,6 +478,12 @@ pub struct Change {
     pub end_from_cdr: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// When the abandon message started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_at: Option<DateTime<Utc>>,
+    /// Answering-machine detection's status and cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd: Option<(String, String)>,
 }
 
 /// A single or preview call's attempt row.
@@ -771,6 +782,7 @@ impl Core {
             | AriOp::Hangup { channel, .. }
             | AriOp::Play { channel, .. }
             | AriOp::RtpReceived { channel }
+            | AriOp::Continue { channel, .. }
             | AriOp::AddToBridge { channel, .. } => by_channel(channel),
             AriOp::PlayBridge { bridge, playback, .. } => by_name(playback).unwrap_or_else(|| by_bridge(bridge)),
             AriOp::Record { bridge, name } => by_name(name).unwrap_or_else(|| by_bridge(bridge)),

@@ -36,6 +36,8 @@ pub struct RestoredLeg {
     pub dialed: bool,
     pub answered_at: Option<DateTime<Utc>>,
     pub bridge: Option<BridgeId>,
+    /// Answering-machine detection's verdict, if it came back before the restart.
+    pub amd_status: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +158,16 @@ impl Core {
                             answered,
                             deadline: now.instant_of(answered) + limit,
                         },
+                    }
+                }
+                // Answered, sent to detection and no verdict yet: it comes back to Stasis.
+                (_, Some(answered))
+                    if r.call.spec.amd.is_on() && r.call.kind == CallKind::Campaign && r.amd_status.is_none() =>
+                {
+                    LegState::Detecting {
+                        answered,
+                        deadline: now.instant_of(answered) + limit,
+                        give_up: now.at + r.call.spec.amd.limit(),
                     }
                 }
                 (_, Some(answered)) => LegState::Waiting {
@@ -345,6 +357,8 @@ impl Core {
                 }
             }
             (None, LegState::Abandoning { .. }) => {}
+            // Still in our dialplan's answering-machine detection: its verdict comes back.
+            (None, LegState::Detecting { .. }) if !facts.in_app => {}
             (None, LegState::Bridged { operator, .. }) => {
                 // Connected before, and its operator is gone: the next operator, or the message.
                 let lost = *operator;

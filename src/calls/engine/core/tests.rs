@@ -1369,6 +1369,7 @@ fn after_a_restart_live_calls_are_adopted_and_only_calls_that_are_gone_are_close
                 dialed: true,
                 answered_at: Some(answered),
                 bridge: Some(bridge.clone()),
+                amd_status: None,
             },
             RestoredLeg {
                 call: ringing.clone(),
@@ -1377,6 +1378,7 @@ fn after_a_restart_live_calls_are_adopted_and_only_calls_that_are_gone_are_close
                 dialed: true,
                 answered_at: None,
                 bridge: None,
+                amd_status: None,
             },
             RestoredLeg {
                 call: gone.clone(),
@@ -1385,6 +1387,7 @@ fn after_a_restart_live_calls_are_adopted_and_only_calls_that_are_gone_are_close
                 dialed: true,
                 answered_at: Some(answered),
                 bridge: Some(BridgeId::new("operator-old")),
+                amd_status: None,
             },
             RestoredLeg {
                 call: waiting.clone(),
@@ -1393,6 +1396,7 @@ fn after_a_restart_live_calls_are_adopted_and_only_calls_that_are_gone_are_close
                 dialed: true,
                 answered_at: Some(answered),
                 bridge: None,
+                amd_status: None,
             },
         ],
     };
@@ -1911,4 +1915,147 @@ fn a_sample_the_engine_reads_late_is_judged_by_when_it_was_taken() {
         "{out:?}"
     );
     assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
+}
+
+// ---- answering-machine detection -----------------------------------------------------------------
+
+fn amd_spec(mode: crate::calls::amd::AmdMode) -> Arc<CampaignSpec> {
+    let mut s = (*spec()).clone();
+    s.amd.mode = mode;
+    s.connect_limit_ms = 3000;
+    Arc::new(s)
+}
+
+impl Rig {
+    fn verdict(&mut self, attempt: AttemptId, args: &[&str]) -> Vec<Action> {
+        let ch = attempt.channel();
+        let mut all = vec!["amd"];
+        all.extend_from_slice(args);
+        self.event(stasis_start(&ch, "PJSIP/trunk-00000001", "Up", &all, self.now().wall))
+    }
+}
+
+#[test]
+fn an_answered_call_goes_to_detection_first_and_a_person_is_connected_within_the_limit() {
+    use crate::calls::amd::AmdMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let bridge = rig.login(1);
+    let s = amd_spec(AmdMode::HangUp);
+    let (attempt, out) = rig.claim(&s);
+    let AriOp::Originate { variables, .. } = &ops(&out)[0] else {
+        panic!()
+    };
+    assert_eq!(variables["OBZVON_AMD"], "2500,1500,800,5000,100,50,2,256,5000");
+    rig.ringing(attempt);
+    let out = rig.answer(attempt);
+    let sent = ops(&out);
+    assert!(
+        sent.contains(&AriOp::Continue {
+            channel: attempt.channel(),
+            context: "obzvon-amd".into()
+        }),
+        "{sent:?}"
+    );
+    assert!(sent.contains(&AriOp::Subscribe {
+        source: format!("channel:{}", attempt.channel().as_str())
+    }));
+    assert_eq!(added(&out, attempt), None, "not connected before the verdict");
+    assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
+    rig.ms += 1800;
+    let out = rig.verdict(attempt, &["HUMAN", "HUMAN-300-800"]);
+    assert_eq!(added(&out, attempt), Some(bridge), "a person goes to the operator");
+    assert!(writes(&out).iter().any(
+        |w| matches!(w, Write::Attempt { change, .. } if change.amd == Some(("HUMAN".into(), "HUMAN-300-800".into())))
+    ));
+}
+
+#[test]
+fn detection_that_uses_up_the_connect_limit_gives_a_person_the_abandon_message_at_once() {
+    use crate::calls::amd::AmdMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    rig.login(1);
+    let s = amd_spec(AmdMode::HangUp);
+    let (attempt, _) = rig.claim(&s);
+    rig.answer(attempt);
+    rig.ms += 3500;
+    let out = rig.verdict(attempt, &["NOTSURE", "TOOLONG-5000"]);
+    assert!(
+        ops(&out)
+            .iter()
+            .any(|o| matches!(o, AriOp::Play { channel, .. } if *channel == attempt.channel())),
+        "the message, not an operator: {out:?}"
+    );
+    let out = rig.hangup(&attempt.channel(), 16);
+    assert_eq!(
+        finish_of(&out, attempt).unwrap().1.result,
+        Some(AttemptResult::Abandoned)
+    );
+}
+
+#[test]
+fn a_machine_is_hung_up_on_and_the_operator_stays_free() {
+    use crate::calls::amd::AmdMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    rig.login(1);
+    let s = amd_spec(AmdMode::Message);
+    let (attempt, _) = rig.claim(&s);
+    rig.answer(attempt);
+    rig.ms += 9000;
+    let out = rig.verdict(attempt, &["MACHINE", "LONGGREETING-1600-1500", "message-left"]);
+    assert_eq!(hangups(&out), vec![attempt.channel()]);
+    assert_eq!(added(&out, attempt), None);
+    let out = rig.hangup(&attempt.channel(), 16);
+    let (status, change) = finish_of(&out, attempt).unwrap();
+    assert_eq!(
+        (status, change.result),
+        (AttemptStatus::Completed, Some(AttemptResult::Machine))
+    );
+    assert_eq!(
+        change.reason.as_deref(),
+        Some("answering machine detected; message left after the greeting")
+    );
+    assert_eq!(rig.session_state(1), Some(OperatorState::Ready));
+}
+
+#[test]
+fn operator_mode_connects_a_machine_and_a_lost_verdict_ends_the_call_as_abandoned() {
+    use crate::calls::amd::AmdMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let bridge = rig.login(1);
+    let (attempt, _) = rig.claim(&amd_spec(AmdMode::Operator));
+    rig.answer(attempt);
+    let out = rig.verdict(attempt, &["MACHINE", "MAXWORDS-3-2"]);
+    assert_eq!(added(&out, attempt), Some(bridge));
+
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    rig.login(1);
+    let (attempt, _) = rig.claim(&amd_spec(AmdMode::HangUp));
+    rig.answer(attempt);
+    let out = rig.advance(70_000);
+    assert_eq!(hangups(&out), vec![attempt.channel()], "given up after analysis + 60 s");
+    let out = rig.hangup(&attempt.channel(), 16);
+    assert_eq!(
+        finish_of(&out, attempt).unwrap().1.result,
+        Some(AttemptResult::Abandoned)
+    );
+}
+
+#[test]
+fn a_customer_who_hangs_up_during_detection_is_an_early_hang_up() {
+    use crate::calls::amd::AmdMode;
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    rig.login(1);
+    let (attempt, _) = rig.claim(&amd_spec(AmdMode::HangUp));
+    rig.answer(attempt);
+    rig.ms += 700;
+    let out = rig.hangup(&attempt.channel(), 16);
+    let (_, change) = finish_of(&out, attempt).unwrap();
+    assert_eq!(change.result, Some(AttemptResult::EarlyHangup));
+    assert_eq!(change.ended_by, Some(EndedBy::Customer));
 }
