@@ -105,7 +105,7 @@ fn describe() {
     describe_gauge!(OPERATORS, "Operators by session state");
     describe_gauge!(
         ABANDON_RATE,
-        "Abandoned / answered today (campaign's local day), running campaigns"
+        "Abandoned / answered over the campaign's abandon window (its profile's; default its local day), running campaigns"
     );
     describe_gauge!(ABANDON_CAP, "The campaign's max_abandon_rate");
     describe_gauge!(ARI_CONNECTED, "1 while the ARI websocket is connected");
@@ -247,14 +247,19 @@ async fn collect_once(pool: &PgPool, seen: &mut Seen) -> Result<(), sqlx::Error>
     metrics::gauge!(OUTBOX_BACKLOG).set(backlog as f64);
     metrics::gauge!(OUTBOX_OLDEST).set(oldest);
 
-    let running: Vec<(crate::ids::CampaignId, String, f64)> = sqlx::query_as(
-        "SELECT id, name, coalesce((settings->>'max_abandon_rate')::float8, 0.03) FROM campaigns WHERE state = 'running'",
+    let running: Vec<(crate::ids::CampaignId, String, f64, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, coalesce((settings->>'max_abandon_rate')::float8, 0.03), settings->'pacing'->>'abandon_window'
+         FROM campaigns WHERE state = 'running'",
     )
     .fetch_all(pool)
     .await?;
     let mut now_abandon = HashSet::new();
-    for (id, name, cap) in running {
-        let rate = crate::reports::abandon_rate_today(pool, id).await?;
+    for (id, name, cap, window) in running {
+        // Over the window the campaign's cap is counted in (its profile's).
+        let window = window
+            .and_then(|w| serde_json::from_value(serde_json::Value::String(w)).ok())
+            .unwrap_or(crate::campaigns::spec::AbandonWindow::Day);
+        let rate = crate::reports::abandon_counts(pool, id, window).await?.rate();
         let labels = (id.to_string(), name);
         metrics::gauge!(ABANDON_RATE, "campaign" => labels.0.clone(), "campaign_name" => labels.1.clone())
             .set(rate.unwrap_or(0.0));

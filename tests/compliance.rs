@@ -424,3 +424,33 @@ async fn in_message_mode_a_machine_gets_the_message_after_its_greeting() {
     assert!(ended - answered > chrono::Duration::seconds(5), "{attempt}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_single_call_for_a_campaign_lead_keeps_the_campaigns_rules() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start("obzvon").await;
+    let op = server.operator("Single", "PJSIP/op6").await;
+    let night = zone_at_local_hour(2);
+    let phone = number(1, 0, 1);
+    let id = server
+        .campaign_with_leads(
+            campaign_body("single", json!({"compliance": {"profile": "us-tcpa"}})),
+            format!("phone,timezone\n{phone},{night}\n"),
+        )
+        .await;
+    let lead = lead_ids(&server, &id).await[&phone].clone();
+    let (status, answer) = server
+        .call(
+            reqwest::Method::POST,
+            "/calls",
+            Some(json!({"operator_id": op, "lead_id": lead, "campaign_id": id})),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer.to_string().contains(&night),
+        "the reason names the zone: {answer}"
+    );
+    assert_eq!(count(&server, "attempts").await, 0, "nothing dialled");
+    server.stop().await;
+}

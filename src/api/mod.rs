@@ -209,7 +209,7 @@ struct LeadWithAttempts {
     /// Newest first. Each campaign attempt says why it was dialled (`dial_reason`).
     attempts: Vec<AttemptView>,
     /// Why the scheduler did not dial the lead when it was due, newest first (at most 100).
-    skips: Vec<crate::compliance::report::LeadSkip>,
+    skips: Vec<crate::compliance::store::LeadSkip>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -558,7 +558,7 @@ async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResul
         .await?
         .ok_or_else(|| ApiError::NotFound("lead not found".into()))?;
     let attempts = attempts::list(&s.pool, None, Some(id), 1000, 0).await?;
-    let skips = crate::compliance::report::skips_of(&s.pool, id, 100).await?;
+    let skips = crate::compliance::store::skips_of(&s.pool, id, 100).await?;
     Ok(Json(LeadWithAttempts { lead, attempts, skips }))
 }
 
@@ -848,7 +848,7 @@ async fn set_disposition(
 
 /// Click-to-call: dials a number or a lead for an operator. 201 with the attempt once it
 /// exists; refusals change nothing.
-#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place: a phone or a lead, for an operator", content_type = "application/json"), responses((status = 201, description = "the attempt", body = AttemptView), (status = 404, description = "unknown operator, lead or campaign", body = ErrorBody), (status = 409, description = "operator busy or not ready, number in another call or on the DNC list", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["calls:write"])))]
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", operation_id = "create_call", request_body(content = CallRequest, description = "the call to place: a phone or a lead, for an operator", content_type = "application/json"), responses((status = 201, description = "the attempt", body = AttemptView), (status = 404, description = "unknown operator, lead or campaign", body = ErrorBody), (status = 409, description = "operator busy or not ready, number in another call or on the DNC list, or the campaign's rules forbid the call now (outside the hours in the lead's zone, a contact limit, a quiet period)", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)), security(("token" = ["calls:write"])))]
 async fn create_call(
     State(s): State<ApiState>,
     JsonBody(body): JsonBody,

@@ -26,7 +26,7 @@ const TEXT_FORMATS: [(&str, &str); 3] = [
     ),
 ];
 
-/// Gives every schema with one of the [`TEXT_FORMATS`] its pattern, at any depth.
+/// Replaces each of the [`TEXT_FORMATS`] by its pattern, at any depth.
 fn text_patterns(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -37,6 +37,9 @@ fn text_patterns(value: &mut Value) {
                 .map(|(_, pattern)| *pattern);
             if let Some(pattern) = pattern {
                 map.entry("pattern").or_insert_with(|| pattern.into());
+                // The pattern is the rule; a format name no validator knows only misleads
+                // client generators and fuzzers into guessing.
+                map.remove("format");
             }
             map.values_mut().for_each(text_patterns);
         }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -12,6 +14,7 @@ use super::engine::{CommandError, EngineHandle, OperatorInfo, SingleCall};
 use super::store::{self as attempts, AttemptView};
 use crate::campaigns::store::{self as campaigns, StoreError};
 use crate::campaigns::{CampaignSpec, FieldError};
+use crate::compliance::{self, Effective};
 use crate::config::DialerSettings;
 use crate::ids::{AttemptId, CampaignId, LeadId, OperatorId};
 use crate::leads::{dnc, store as leads};
@@ -158,8 +161,8 @@ impl Placer {
             })?),
             None => None,
         };
-        let raw_phone = match (&input.phone, input.lead_id) {
-            (Some(phone), None) => phone.clone(),
+        let (raw_phone, lead_zone) = match (&input.phone, input.lead_id) {
+            (Some(phone), None) => (phone.clone(), None),
             (None, Some(lead)) => {
                 let lead = leads::get(&self.pool, lead)
                     .await?
@@ -167,7 +170,7 @@ impl Placer {
                 if campaign.as_ref().is_some_and(|c| c.id != lead.campaign_id) {
                     return Err(invalid("lead_id", "the lead belongs to another campaign"));
                 }
-                lead.phone
+                (lead.phone, lead.timezone)
             }
             _ => return Err(invalid("phone", "give either phone or lead_id")),
         };
@@ -180,6 +183,21 @@ impl Placer {
         let phone = PhoneNumber::parse(&raw_phone, Some(region)).map_err(|e| invalid("phone", e.to_string()))?;
         if dnc::is_listed(&self.pool, &phone, input.campaign_id).await? {
             return Err(PlaceError::Conflict("the number is on the do-not-call list".into()));
+        }
+        if let Some(c) = &campaign {
+            // A call for a campaign keeps its rules: hours in the lead's zone, contact limits.
+            let rules = Effective::of(&c.spec);
+            let now = Utc::now();
+            let zone = lead_zone.as_deref().and_then(|t| t.parse().ok()).unwrap_or(c.spec.tz());
+            rules
+                .check_hours(now, zone)
+                .map_err(|skip| PlaceError::Conflict(format!("not now: {}", skip.reason)))?;
+            if rules.needs_history() {
+                let history = compliance::store::history_of(&self.pool, phone.as_str(), now).await?;
+                rules
+                    .check_number(&history, now)
+                    .map_err(|skip| PlaceError::Conflict(format!("not now: {}", skip.reason)))?;
+            }
         }
         let mut spec = match &campaign {
             Some(c) => c.spec.clone(),

@@ -282,6 +282,42 @@ pub const MAX_DELAY_SECS: u64 = 30 * 86_400;
 /// Keys an operator phone uses outside dispositions (see operators::session).
 pub const RESERVED_KEYS: [&str; 2] = ["0", "#"];
 
+/// Settings that are objects. The JSON decoder would also fill them from a list of their
+/// values in order (`"pacing": ["predictive", 2]`), which the document does not allow.
+const OBJECT_SETTINGS: [&str; 6] = [
+    "/pacing",
+    "/preview",
+    "/compliance",
+    "/compliance/attempts",
+    "/compliance/connected",
+    "/amd",
+];
+
+fn objects_where_objects_belong(value: &serde_json::Value) -> Result<(), Vec<FieldError>> {
+    let mut wrong: Vec<FieldError> = OBJECT_SETTINGS
+        .iter()
+        .filter(|p| value.pointer(p).is_some_and(|v| v.is_array()))
+        .map(|p| FieldError::new(p[1..].replace('/', "."), "expected an object"))
+        .collect();
+    if let Some(days) = value.get("calling_windows").and_then(|w| w.as_object()) {
+        for (day, spans) in days {
+            for (i, span) in spans.as_array().into_iter().flatten().enumerate() {
+                if span.is_array() {
+                    wrong.push(FieldError::new(
+                        format!("calling_windows.{}[{i}]", crate::text::printable(day)),
+                        "expected an object {\"from\": \"HH:MM\", \"to\": \"HH:MM\"}",
+                    ));
+                }
+            }
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong)
+    }
+}
+
 impl CampaignSpec {
     /// An operator may take this campaign's calls: assigned to it (or the campaign names
     /// nobody) and holding every skill it needs.
@@ -292,6 +328,7 @@ impl CampaignSpec {
 
     /// Parses a JSON document into a spec, naming the field serde stumbled on.
     pub fn from_json(mut value: serde_json::Value) -> Result<CampaignSpec, Vec<FieldError>> {
+        objects_where_objects_belong(&value)?;
         crate::compliance::apply_profile_defaults(&mut value);
         crate::text::decode(value).map_err(|e| vec![e])
     }
@@ -478,6 +515,18 @@ mod tests {
                 assert!(!message.contains(rust), "{field}: {message}");
             }
         }
+    }
+
+    #[test]
+    fn a_list_where_an_object_belongs_is_refused() {
+        let mut v = valid();
+        v["compliance"] = json!({"connected": [null, null]});
+        v["pacing"] = json!(["predictive", 2]);
+        v["calling_windows"] = json!({"mon": [["09:00", "18:00"]]});
+        assert_eq!(
+            fields(CampaignSpec::from_json(v).unwrap_err()),
+            ["pacing", "compliance.connected", "calling_windows.mon[0]"]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! "dial, because…" or "not before T, because…". `docs/compliance.md` cites the rules.
 
 pub mod report;
+pub mod store;
 
 use std::collections::BTreeMap;
 

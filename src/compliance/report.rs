@@ -12,28 +12,8 @@ use sqlx::PgPool;
 
 use super::{Effective, SkipRule};
 use crate::campaigns::spec::{AbandonWindow, CampaignSpec};
-use crate::ids::{AttemptId, CampaignId, LeadId};
+use crate::ids::{AttemptId, CampaignId};
 use crate::reports::{abandon_counts_sql, AbandonCounts};
-
-/// One recorded skip of a lead.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct LeadSkip {
-    #[schema(pattern = "^(outside-hours|holiday|contact-limit|quiet-period|dnc|number-busy)$")]
-    pub rule: String,
-    pub reason: String,
-    /// When the lead may be tried again (null: never).
-    pub until: Option<DateTime<Utc>>,
-    pub at: DateTime<Utc>,
-}
-
-/// The newest skips of a lead, newest first.
-pub async fn skips_of(pool: &PgPool, lead: LeadId, limit: i64) -> Result<Vec<LeadSkip>, sqlx::Error> {
-    sqlx::query_as("SELECT rule, reason, until, at FROM lead_skips WHERE lead_id = $1 ORDER BY id DESC LIMIT $2")
-        .bind(lead)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-}
 
 /// The compliance figures of one campaign.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -501,15 +501,12 @@ async fn select_due(
         "NULL::timestamptz[] AS dialled, NULL::timestamptz[] AS answered, NULL::timestamptz AS last_abandon, NULL::timestamptz AS last_machine"
     };
     let history_join = if rules.needs_history() {
-        "LEFT JOIN LATERAL (
-             SELECT array_agg(a.created_at ORDER BY a.created_at DESC) AS dialled,
-                    array_agg(a.answered_at ORDER BY a.answered_at DESC)
-                        FILTER (WHERE a.answered_at IS NOT NULL) AS answered,
-                    max(a.ended_at) FILTER (WHERE a.result = 'abandoned') AS last_abandon,
-                    max(a.ended_at) FILTER (WHERE a.result = 'machine' AND a.operator_id IS NULL) AS last_machine
-             FROM attempts a WHERE a.phone_e164 = l.phone_e164 AND a.created_at > $4) h ON true"
+        format!(
+            "LEFT JOIN LATERAL ({}) h ON true",
+            compliance::store::history_columns("l.phone_e164", "$4")
+        )
     } else {
-        ""
+        String::new()
     };
     // DNC and "number already in a live call" are checked for the rows the scan returns only.
     let candidates: Vec<Candidate> = sqlx::query_as(&format!(
@@ -679,10 +676,10 @@ pub async fn claim(
                                        dial_reason)
                  SELECT u.id, u.lead, $3, u.phone, $4, 'campaign', 'init', $5, u.why
                  FROM UNNEST($1::uuid[], $2::uuid[], $6::text[], $8::jsonb[]) AS u(id, lead, phone, why)
-                 RETURNING id, dial_reason
+                 RETURNING id
              ), logged AS (
-                 INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason, detail)
-                 SELECT id, NULL, 'init', 'claimed by the scheduler: ' || $9, dial_reason FROM created
+                 INSERT INTO attempt_transitions (attempt_id, from_status, to_status, reason)
+                 SELECT id, NULL, 'init', 'claimed by the scheduler: ' || $9 FROM created
              )
              INSERT INTO outbox (id, event_type, routing_key, attempt_id, payload, headers)
              SELECT gen_random_uuid(), 'OutboundCallInitiated', 'call.initiated', u.id,

@@ -247,12 +247,6 @@ pub fn csv_record(r: &ReportRow) -> Vec<String> {
 pub const ABANDONED: &str = "(a.result = 'abandoned' OR (a.result = 'early-hangup'
     AND coalesce((c.settings->>'count_early_hangups_as_abandoned')::boolean, false)))";
 
-/// Abandoned ÷ answered since local midnight in the campaign's time zone; `None` before the
-/// first answer of the day.
-pub async fn abandon_rate_today(pool: &PgPool, campaign: CampaignId) -> Result<Option<f64>, sqlx::Error> {
-    Ok(abandon_counts(pool, campaign, AbandonWindow::Day).await?.rate())
-}
-
 /// Calls answered by a person (answering machines excluded) and abandoned calls of a
 /// campaign over a window (by when they were dialled); machine hang-ups count in both as
 /// `AbandonCounts` says.

@@ -129,7 +129,7 @@ def filter_case(context, case):
         if op == "set_disposition" and not _disposition_rules_hold(body):
             return False
     query = case.query if isinstance(case.query, dict) else None
-    if op == "report" and query and query.get("from"):
+    if op in ("report", "compliance_report") and query and query.get("from"):
         # `to` defaults to now; `from` without `to` must lie in the past.
         try:
             start = datetime.fromisoformat(str(query["from"]).replace("Z", "+00:00"))
