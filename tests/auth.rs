@@ -49,6 +49,7 @@ fn expected() -> BTreeMap<(String, String), Vec<&'static str>> {
         ("get", "/api/v1/attempts/{id}", vec![c, w, r]),
         ("post", "/api/v1/attempts/{id}/cancel", vec![c]),
         ("post", "/api/v1/attempts/{id}/disposition", vec![c]),
+        ("get", "/api/v1/reports/compliance", vec![r]),
         ("get", "/api/v1/reports/{dimension}", vec![r]),
         ("get", "/api/v1/campaigns/{id}/live", vec![w, r]),
         ("get", "/api/v1/webhooks", vec![]),

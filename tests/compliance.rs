@@ -303,7 +303,6 @@ async fn no_repeat_call_within_72_hours_of_an_abandoned_call_under_uk_ofcom() {
 }
 
 #[derive(Debug, sqlx::FromRow)]
-#[expect(dead_code, reason = "read through Debug in failure messages")]
 struct Detected {
     phone_e164: String,
     result: Option<String>,
@@ -379,6 +378,11 @@ async fn answering_machine_detection_tells_people_from_machines_on_real_audio() 
         .filter_map(|r| Some((r.bridged_at? - r.answered_at?).num_milliseconds() as f64 / 1000.0))
         .collect();
     connect.sort_by(f64::total_cmp);
+    let mut causes: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        *causes.entry(format!("{:?}", r.amd_cause)).or_default() += 1;
+    }
+    println!("AMD causes: {causes:?}");
     println!(
         "AMD accuracy: {right} of {} calls right ({:.1} %); people connected to an operator: {} of 20, \
          answer to operator p50 {:.2} s, max {:.2} s; wrong: {wrong:?}",

@@ -353,6 +353,19 @@ pub fn validate(spec: &CampaignSpec) -> Vec<FieldError> {
             );
         }
     }
+    if rules.max_connect_ms.is_some()
+        && spec.amd.is_on()
+        && u64::from(spec.amd.total_analysis_ms) > spec.connect_limit_ms
+    {
+        bad(
+            "amd.total_analysis_ms".into(),
+            format!(
+                "at most connect_limit_ms ({}) under {name}: detection counts against the connect limit, \
+                 and a person it takes longer on would be abandoned ({})",
+                spec.connect_limit_ms, rules.message_rule
+            ),
+        );
+    }
     if rules.callable_caller_id && crate::phone::PhoneNumber::parse(&spec.caller_id, spec.region()).is_err() {
         bad(
             "caller_id".into(),

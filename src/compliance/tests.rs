@@ -70,6 +70,12 @@ fn a_campaign_cannot_loosen_its_profile_and_the_error_names_the_rule() {
     assert_eq!(e, ["calling_windows.sat[0]", "compliance.connected.per_week"]);
     let e = fields(spec(json!({"compliance": {"profile": "uk-ofcom", "quiet_after_abandon_hours": 24}})).unwrap_err());
     assert_eq!(e, ["compliance.quiet_after_abandon_hours"]);
+    // Detection must be able to decide within the connect limit.
+    let e = fields(spec(json!({"compliance": {"profile": "us-tcpa"}, "amd": {"mode": "hang-up"}})).unwrap_err());
+    assert_eq!(e, ["amd.total_analysis_ms"]);
+    spec(json!({"compliance": {"profile": "us-tcpa"},
+                "amd": {"mode": "hang-up", "total_analysis_ms": 2000, "after_greeting_silence_ms": 500}}))
+    .unwrap();
     // Tighter than the floor is fine.
     spec(json!({"compliance": {"profile": "ru-230fz", "connected": {"per_week": 1}}})).unwrap();
     spec(json!({"compliance": {"profile": "uk-ofcom", "quiet_after_abandon_hours": 96}})).unwrap();

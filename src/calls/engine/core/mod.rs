@@ -717,7 +717,8 @@ impl Core {
                     let since = leg.dialed.unwrap_or(leg.touched);
                     load.ringing.push(now.at.saturating_duration_since(since));
                 }
-                LegState::Waiting { .. } => load.waiting += 1,
+                // In detection: answered, and likely to want an operator in a moment.
+                LegState::Waiting { .. } | LegState::Detecting { .. } => load.waiting += 1,
                 _ => {}
             }
         }
