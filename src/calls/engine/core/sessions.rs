@@ -479,8 +479,14 @@ impl Core {
     /// Answers the session's channel (if needed), makes its bridge and puts it there.
     fn join(&mut self, op: OperatorId, up: bool, now: Now) {
         let session = self.sessions.get_mut(&op).expect("caller inserted it");
-        session.state = SessionState::Joining;
+        let was = std::mem::replace(&mut session.state, SessionState::Joining);
         session.touched = now.at;
+        // A phone that answers at once can enter Stasis before the originate's own answer
+        // arrives: the request that rang it is answered here, or it would wait for ever.
+        let waiting = match was {
+            SessionState::Calling { reply, .. } => reply,
+            _ => None,
+        };
         let channel = session.channel.clone();
         let bridge = match session.per_call {
             Some(attempt) => BridgeId::new(format!("single-{attempt}")),
@@ -504,6 +510,9 @@ impl Core {
             Report::Failure,
         );
         self.ari(AriOp::AddToBridge { bridge, channel }, Report::Outcome);
+        if let Some(reply) = waiting {
+            self.reply(reply, Ok(Answer::Done));
+        }
     }
 
     pub(super) fn on_session_event(&mut self, op: OperatorId, channel: &ChannelId, event: Event, now: Now) {
