@@ -122,18 +122,8 @@ pub async fn compliance(
     State(s): State<ApiState>,
     Query(params): Query<ComplianceParams>,
 ) -> ApiResult<Json<ComplianceReport>> {
-    let to = params.to.unwrap_or_else(Utc::now);
-    let from = params.from.unwrap_or(to - Duration::hours(24));
-    if from >= to {
-        return Err(ApiError::invalid("from", "must be before `to`"));
-    }
-    let campaign = match params.campaign_id.as_deref() {
-        Some(raw) => {
-            let id: CampaignId = parse_id(raw, "campaign")?;
-            Some(campaigns::get(&s.pool, id).await.map_err(store_error)?.id)
-        }
-        None => None,
-    };
+    let (from, to) = range(params.from, params.to)?;
+    let campaign = campaign_of(&s, params.campaign_id.as_deref()).await?.map(|c| c.id);
     let campaigns = crate::compliance::report::collect(&s.pool, campaign, from, to).await?;
     Ok(Json(ComplianceReport { from, to, campaigns }))
 }
@@ -161,18 +151,8 @@ pub async fn report(
             "no report {dimension:?}; use campaigns, operators, days or hours"
         ))
     })?;
-    let to = params.to.unwrap_or_else(Utc::now);
-    let from = params.from.unwrap_or(to - Duration::hours(24));
-    if from >= to {
-        return Err(ApiError::invalid("from", "must be before `to`"));
-    }
-    let campaign = match params.campaign_id.as_deref() {
-        Some(raw) => {
-            let id: CampaignId = parse_id(raw, "campaign")?;
-            Some(campaigns::get(&s.pool, id).await.map_err(store_error)?)
-        }
-        None => None,
-    };
+    let (from, to) = range(params.from, params.to)?;
+    let campaign = campaign_of(&s, params.campaign_id.as_deref()).await?;
     let timezone = params
         .tz
         .or_else(|| campaign.as_ref().map(|c| c.spec.timezone.clone()))
@@ -236,6 +216,27 @@ pub async fn report(
         body,
     )
         .into_response())
+}
+
+/// A report's range: `to` defaults to now, `from` to 24 hours before it.
+fn range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+/// The campaign a report is limited to, if the query names one (404 if there is none such).
+async fn campaign_of(s: &ApiState, raw: Option<&str>) -> ApiResult<Option<campaigns::Campaign>> {
+    match raw {
+        Some(raw) => {
+            let id: CampaignId = parse_id(raw, "campaign")?;
+            Ok(Some(campaigns::get(&s.pool, id).await.map_err(store_error)?))
+        }
+        None => Ok(None),
+    }
 }
 
 fn dimension_name(d: Dimension) -> &'static str {

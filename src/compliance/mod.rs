@@ -164,21 +164,12 @@ impl Profile {
                 abandon_rule: "at most 3 % of live-answered calls abandoned per campaign over 30 days (47 CFR § 64.1200(a)(7)(i), 16 CFR § 310.4(b)(4)(i))",
                 max_connect_ms: Some(2000),
                 message_rule: "a call not connected to a live agent within 2 s of the greeting is abandoned and hears a message naming the seller with a do-not-call number and an opt-out (47 CFR § 64.1200(a)(7)(i)-(ii), 16 CFR § 310.4(b)(4)(iii))",
-                quiet_after_abandon_hours: 0,
-                quiet_rule: "",
-                quiet_after_machine_hours: 0,
-                machine_rule: "",
-                connected: NONE.connected,
-                connected_rule: "",
                 callable_caller_id: true,
                 caller_id_rule: "the caller ID is a number the called party can call during business hours (47 CFR § 64.1601(e), 16 CFR § 310.4(a)(8))",
-                holidays_as_weekend: false,
+                ..NONE
             },
             Profile::UkOfcom => Rules {
                 profile: self,
-                weekday_hours: None,
-                weekend_hours: None,
-                hours_rule: "",
                 min_ring_secs: Some(15),
                 ring_rule: "an unanswered call rings at least 15 seconds (Ofcom persistent misuse statement 2016)",
                 abandon: Some((0.03, AbandonWindow::Hours24)),
@@ -191,36 +182,23 @@ impl Profile {
                 // cannot guarantee one, so it does not call again within the 24 hours.
                 quiet_after_machine_hours: 24,
                 machine_rule: "no repeat call within 24 hours to a number answering-machine detection hung up on, unless a live operator is guaranteed (Ofcom persistent misuse statement 2016)",
-                connected: NONE.connected,
-                connected_rule: "",
                 callable_caller_id: true,
                 caller_id_rule: "a valid caller ID the called person can call back (Ofcom persistent misuse statement 2016; General Condition C6)",
-                holidays_as_weekend: false,
+                ..NONE
             },
             Profile::Ru230fz => Rules {
                 profile: self,
                 weekday_hours: Some(hours(8, 22)),
                 weekend_hours: Some(hours(9, 20)),
                 hours_rule: "calls only 08:00–22:00 on working days and 09:00–20:00 on weekends and holidays, in the debtor's local time (230-FZ art. 7 part 3 item 1)",
-                min_ring_secs: None,
-                ring_rule: "",
-                abandon: None,
-                abandon_rule: "",
-                max_connect_ms: None,
-                message_rule: "",
-                quiet_after_abandon_hours: 0,
-                quiet_rule: "",
-                quiet_after_machine_hours: 0,
-                machine_rule: "",
                 connected: Limits {
                     per_day: Some(1),
                     per_week: Some(2),
                     per_month: Some(8),
                 },
                 connected_rule: "at most one telephone conversation a day, two a week, eight a month (230-FZ art. 7 part 3 item 3 «а»–«в», as amended by 467-FZ: calendar week and month, covered by rolling 7 and 31 days)",
-                callable_caller_id: false,
-                caller_id_rule: "",
                 holidays_as_weekend: true,
+                ..NONE
             },
         }
     }
@@ -297,7 +275,10 @@ pub fn validate(spec: &CampaignSpec) -> Vec<FieldError> {
     for (kind, limits) in [("attempts", &c.attempts), ("connected", &c.connected)] {
         for (period, value) in limits.each() {
             if value > MAX_LIMIT {
-                bad(format!("compliance.{kind}.{period}"), format!("at most {MAX_LIMIT}"));
+                bad(
+                    format!("compliance.{kind}.{}", period.field),
+                    format!("at most {MAX_LIMIT}"),
+                );
             }
         }
     }
@@ -385,7 +366,7 @@ pub fn validate(spec: &CampaignSpec) -> Vec<FieldError> {
         if let Some(mine) = c.connected.get(period) {
             if mine > floor {
                 bad(
-                    format!("compliance.connected.{period}"),
+                    format!("compliance.connected.{}", period.field),
                     format!("at most {floor} under {name}: {}", rules.connected_rule),
                 );
             }
@@ -394,20 +375,57 @@ pub fn validate(spec: &CampaignSpec) -> Vec<FieldError> {
     errors
 }
 
-impl Limits {
-    const PERIODS: [&'static str; 3] = ["per_day", "per_week", "per_month"];
+/// One rolling period a limit counts over.
+#[derive(Debug, Clone, Copy)]
+struct Period {
+    /// The setting's name.
+    field: &'static str,
+    hours: i64,
+    /// "2 calls a week".
+    words: &'static str,
+    /// "in the last 7 days".
+    span: &'static str,
+}
 
-    fn get(&self, period: &str) -> Option<u32> {
-        match period {
+impl Period {
+    fn length(&self) -> Duration {
+        Duration::hours(self.hours)
+    }
+}
+
+const PERIODS: [Period; 3] = [
+    Period {
+        field: "per_day",
+        hours: 24,
+        words: "a day",
+        span: "24 hours",
+    },
+    Period {
+        field: "per_week",
+        hours: 7 * 24,
+        words: "a week",
+        span: "7 days",
+    },
+    Period {
+        field: "per_month",
+        hours: 31 * 24,
+        words: "a month",
+        span: "31 days",
+    },
+];
+
+impl Limits {
+    fn get(&self, period: &Period) -> Option<u32> {
+        match period.field {
             "per_day" => self.per_day,
             "per_week" => self.per_week,
             _ => self.per_month,
         }
     }
 
-    /// The limits set, as (period, value).
-    fn each(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
-        Limits::PERIODS.into_iter().filter_map(|p| self.get(p).map(|v| (p, v)))
+    /// The limits set, with their periods.
+    fn each(&self) -> impl Iterator<Item = (&'static Period, u32)> + '_ {
+        PERIODS.iter().filter_map(|p| self.get(p).map(|v| (p, v)))
     }
 
     /// The tighter of two limit sets, period by period.
@@ -425,22 +443,6 @@ impl Limits {
 
     fn is_empty(&self) -> bool {
         self.each().next().is_none()
-    }
-}
-
-fn period_length(period: &str) -> Duration {
-    match period {
-        "per_day" => Duration::hours(24),
-        "per_week" => Duration::days(7),
-        _ => Duration::days(31),
-    }
-}
-
-fn period_words(period: &str) -> &'static str {
-    match period {
-        "per_day" => "a day",
-        "per_week" => "a week",
-        _ => "a month",
     }
 }
 
@@ -552,6 +554,12 @@ impl Effective {
             || self.quiet_after_machine.is_some()
     }
 
+    /// Whether calls may be placed at `now` in `tz` (what `check_hours` decides, without
+    /// the sentences).
+    pub fn is_open(&self, now: DateTime<Utc>, tz: Tz) -> bool {
+        window::next_open_in(now, tz, &self.calendar) == Some(now)
+    }
+
     /// The calling hours at `now` in `tz`: Ok with a sentence saying so, or the skip until
     /// they open.
     pub fn check_hours(&self, now: DateTime<Utc>, tz: Tz) -> Result<String, Skip> {
@@ -597,36 +605,36 @@ impl Effective {
     /// checks passed, or the first limit reached with when it lifts.
     pub fn check_number(&self, history: &History, now: DateTime<Utc>) -> Result<Vec<String>, Skip> {
         let mut passed = Vec::new();
-        if let (Some(quiet), Some(at)) = (self.quiet_after_abandon, history.last_abandon) {
-            if now < at + quiet {
+        let quiet_periods = [
+            (
+                self.quiet_after_abandon,
+                history.last_abandon,
+                "an abandoned call",
+                &self.quiet_rule,
+                Some("no abandoned call within the quiet period"),
+            ),
+            (
+                self.quiet_after_machine,
+                history.last_machine,
+                "answering-machine detection",
+                &self.machine_rule,
+                None,
+            ),
+        ];
+        for (quiet, last, after, rule, passed_as) in quiet_periods {
+            let Some(quiet) = quiet else { continue };
+            if let Some(at) = last.filter(|at| now < *at + quiet) {
                 return Err(Skip {
                     rule: SkipRule::QuietPeriod,
                     reason: format!(
-                        "quiet period of {} h after an abandoned call at {} ({})",
+                        "quiet period of {} h after {after} at {} ({rule})",
                         quiet.num_hours(),
                         at.format("%Y-%m-%d %H:%M UTC"),
-                        self.quiet_rule
                     ),
                     until: Some(at + quiet),
                 });
             }
-        }
-        if self.quiet_after_abandon.is_some() {
-            passed.push("no abandoned call within the quiet period".to_owned());
-        }
-        if let (Some(quiet), Some(at)) = (self.quiet_after_machine, history.last_machine) {
-            if now < at + quiet {
-                return Err(Skip {
-                    rule: SkipRule::QuietPeriod,
-                    reason: format!(
-                        "quiet period of {} h after answering-machine detection at {} ({})",
-                        quiet.num_hours(),
-                        at.format("%Y-%m-%d %H:%M UTC"),
-                        self.machine_rule
-                    ),
-                    until: Some(at + quiet),
-                });
-            }
+            passed.extend(passed_as.map(str::to_owned));
         }
         let sets = [
             ("calls", &self.attempts, &history.dialled, "campaign setting"),
@@ -639,21 +647,21 @@ impl Effective {
         ];
         for (what, limits, times, rule) in sets {
             for (period, limit) in limits.each() {
-                let since = now - period_length(period);
+                let since = now - period.length();
                 let recent: Vec<&DateTime<Utc>> = times.iter().filter(|t| **t > since).collect();
-                let words = period_words(period);
+                let words = period.words;
                 if recent.len() as u64 >= u64::from(limit) {
                     // The limit lifts when the `limit`-th newest call leaves the period.
                     let until = match limit {
-                        0 => now + period_length(period),
-                        n => *recent[n as usize - 1] + period_length(period),
+                        0 => now + period.length(),
+                        n => *recent[n as usize - 1] + period.length(),
                     };
                     return Err(Skip {
                         rule: SkipRule::ContactLimit,
                         reason: format!(
                             "contact limit \"{limit} {what} {words}\" reached ({} in the last {}; {rule}) until {}",
                             recent.len(),
-                            period_span(period),
+                            period.span,
                             until.format("%Y-%m-%d %H:%M UTC")
                         ),
                         until: Some(until),
@@ -663,14 +671,6 @@ impl Effective {
             }
         }
         Ok(passed)
-    }
-}
-
-fn period_span(period: &str) -> &'static str {
-    match period {
-        "per_day" => "24 hours",
-        "per_week" => "7 days",
-        _ => "31 days",
     }
 }
 

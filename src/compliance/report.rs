@@ -151,7 +151,7 @@ async fn one(
         .iter()
         .filter(|(_, at, tz)| {
             let tz: Tz = tz.as_deref().and_then(|t| t.parse().ok()).unwrap_or(campaign_tz);
-            rules.check_hours(*at, tz).is_err()
+            !rules.is_open(*at, tz)
         })
         .map(|(a, _, _)| *a)
         .collect();

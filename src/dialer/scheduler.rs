@@ -538,11 +538,11 @@ async fn select_due(
     let mut skips: Vec<(LeadId, Skip)> = Vec::new();
     let mut chosen: Vec<Chosen> = Vec::new();
     let mut phones_taken = HashSet::new();
-    for c in candidates {
+    for mut c in candidates {
         if chosen.len() >= n {
             break;
         }
-        let decision = decide(&c, &rules, campaign_tz, now, &mut phones_taken);
+        let decision = decide(&mut c, &rules, campaign_tz, now, &mut phones_taken);
         match decision {
             Ok(checks) => chosen.push(Chosen { lead: c, checks }),
             Err(skip) => {
@@ -560,9 +560,10 @@ async fn select_due(
     Ok(chosen)
 }
 
-/// Whether one candidate may be dialled now: the checks it passed, or why not.
+/// Whether one candidate may be dialled now: the checks it passed, or why not. The
+/// candidate's history is used up on the way.
 fn decide(
-    c: &Candidate,
+    c: &mut Candidate,
     rules: &Effective,
     campaign_tz: Tz,
     now: DateTime<Utc>,
@@ -593,8 +594,8 @@ fn decide(
     ];
     checks.push(rules.check_hours(now, tz)?);
     let history = compliance::History {
-        dialled: c.dialled.clone().unwrap_or_default(),
-        answered: c.answered.clone().unwrap_or_default(),
+        dialled: c.dialled.take().unwrap_or_default(),
+        answered: c.answered.take().unwrap_or_default(),
         last_abandon: c.last_abandon,
         last_machine: c.last_machine,
     };

@@ -759,26 +759,41 @@ impl Core {
         }
         let limit = Duration::from_millis(leg.call.spec.connect_limit_ms);
         let deadline = now.instant_of(at) + limit.saturating_sub(margin);
-        if leg.call.spec.amd.is_on() && leg.call.kind == CallKind::Campaign && leg.stop.is_none() {
-            return self.detect(attempt, at, deadline, now);
-        }
-        leg.state = LegState::Waiting { answered: at, deadline };
+        // A person or a machine? Detection says first; pacing learns the answer from it.
+        let detecting = leg.call.spec.amd.is_on() && leg.call.kind == CallKind::Campaign && leg.stop.is_none();
         leg.touched = now.at;
-        if let Some(dialed) = leg.dialed {
-            let after = now.instant_of(at).saturating_duration_since(dialed).as_secs_f64();
-            let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
-            self.learn(campaign, &spec, PacingOutcome::LiveAnswer { after_secs: after });
+        if detecting {
+            let give_up = now.at + leg.call.spec.amd.limit();
+            leg.state = LegState::Detecting {
+                answered: at,
+                deadline,
+                give_up,
+            };
+        } else {
+            leg.state = LegState::Waiting { answered: at, deadline };
+            if let Some(dialed) = leg.dialed {
+                let after = now.instant_of(at).saturating_duration_since(dialed).as_secs_f64();
+                let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
+                self.learn(campaign, &spec, PacingOutcome::LiveAnswer { after_secs: after });
+            }
         }
+        let reason = if detecting {
+            "answered; answering-machine detection"
+        } else {
+            "answered"
+        };
         self.record(
             attempt,
             Some(AttemptStatus::Ringing),
             Change {
                 answered_at: Some(at),
-                reason: Some("answered".to_owned()),
+                reason: Some(reason.to_owned()),
                 ..Change::default()
             },
         );
-        if self.legs[&attempt].stop.is_some() {
+        if detecting {
+            self.detect(attempt);
+        } else if self.legs[&attempt].stop.is_some() {
             // Answered just as we were ending it: it ends now.
             self.abandon(attempt, now);
         } else {
@@ -789,24 +804,7 @@ impl Core {
     /// Sends an answered campaign call through answering-machine detection in our dialplan.
     /// The channel leaves Stasis meanwhile, so it is subscribed to first: a customer who hangs
     /// up during detection is still seen.
-    fn detect(&mut self, attempt: AttemptId, at: DateTime<Utc>, deadline: Instant, now: Now) {
-        let leg = self.legs.get_mut(&attempt).expect("routed here");
-        let give_up = now.at + leg.call.spec.amd.limit();
-        leg.state = LegState::Detecting {
-            answered: at,
-            deadline,
-            give_up,
-        };
-        leg.touched = now.at;
-        self.record(
-            attempt,
-            Some(AttemptStatus::Ringing),
-            Change {
-                answered_at: Some(at),
-                reason: Some("answered; answering-machine detection".to_owned()),
-                ..Change::default()
-            },
-        );
+    fn detect(&mut self, attempt: AttemptId) {
         let channel = attempt.channel();
         self.ari(
             AriOp::Subscribe {

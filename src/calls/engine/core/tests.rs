@@ -2059,3 +2059,29 @@ fn a_customer_who_hangs_up_during_detection_is_an_early_hang_up() {
     assert_eq!(change.result, Some(AttemptResult::EarlyHangup));
     assert_eq!(change.ended_by, Some(EndedBy::Customer));
 }
+
+#[test]
+fn a_session_whose_phone_answers_before_the_originates_answer_still_answers_the_request() {
+    let mut rig = Rig::new(quiet());
+    rig.up();
+    let reply = rig.reply_to();
+    let channel = ChannelId::new("session-fast");
+    let out = rig.feed(Input::Command(Command::StartSession {
+        operator: rig.op(1),
+        channel: channel.clone(),
+        reply,
+    }));
+    let originate = ops(&out)[0].clone();
+    assert!(matches!(originate, AriOp::Originate { .. }), "{originate:?}");
+    // The phone is in Stasis before the originate's HTTP answer is read.
+    let out = rig.event(stasis_start(&channel, "PJSIP/op1-00000001", "Up", &[], rig.now().wall));
+    assert!(out.contains(&Action::Reply(reply, Ok(Answer::Done))), "{out:?}");
+    let out = rig.feed(Input::AriDone {
+        op: originate,
+        result: Ok(AriReply::Ok),
+    });
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Reply(..))),
+        "answered once: {out:?}"
+    );
+}
