@@ -313,9 +313,13 @@ struct Detected {
 }
 
 /// The far-end number whose last digit picks a person (1, 3) or a machine (2, 4).
+/// The rest counts up from a random start, so no two calls of one run share a number.
 fn far_end(kind: u8) -> String {
-    let free: u32 = rand::Rng::random_range(&mut rand::rng(), 0..10_000_000);
-    format!("+7916{free:07}").chars().take(11).collect::<String>() + &kind.to_string()
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let next =
+        NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(rand::Rng::random_range(&mut rand::rng(), 0..1_000_000)));
+    let free = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1_000_000;
+    format!("+7916{free:06}{kind}")
 }
 
 #[tokio::test]

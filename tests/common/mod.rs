@@ -60,9 +60,13 @@ pub fn require_trunk() {
 
 /// A test-bed number whose last five digits tell the SIPp trunk what to do (see
 /// scripts/sipp/trunk-uas.xml): behaviour, ring seconds, talk seconds. The rest is random so
-/// parallel tests never dial the same number.
+/// parallel tests never dial the same number: it counts up from a random start, so one test
+/// process never draws the same number twice (a repeat would be refused at import as a
+/// duplicate and the test would see one lead too few).
 pub fn number(behaviour: u8, ring_secs: u8, talk_secs: u8) -> String {
-    let free: u32 = rand::rng().random_range(0..10_000);
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(rand::rng().random_range(0..10_000)));
+    let free = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
     format!("+79{free:04}{behaviour}{ring_secs:02}{talk_secs:02}")
 }
 
