@@ -6,6 +6,7 @@
 #   scripts/testbed.sh asterisk start|stop|restart|status
 #   scripts/testbed.sh cli 'core show channels'
 #   scripts/testbed.sh trunk start|stop   the SIPp far end of the outbound trunk (127.0.0.1:5070)
+#   scripts/testbed.sh browser            install headless Chromium and chromedriver (also part of up)
 #   scripts/testbed.sh env                print the environment the tests and the demo use
 #
 # Idempotent: a second `up` on a ready machine takes a few seconds. Everything it builds lives in
@@ -327,12 +328,19 @@ print_env() {
 	ENV
 }
 
+# Headless Chromium and its WebDriver from Debian, for the console's browser tests (tests/console.rs);
+# DejaVu so pages render with real fonts.
+browser_install() {
+	apt_install chromium chromium-driver fonts-dejavu-core
+}
+
 case "${1:-}" in
 up)
 	need_root
 	started=$(date +%s)
 	# prometheus: for promtool, which checks and unit-tests alerts/ in the test suite.
 	apt_install curl sip-tester prometheus iproute2
+	browser_install
 	postgres_up
 	rabbitmq_up
 	asterisk_start
@@ -363,9 +371,10 @@ trunk)
 	*) die "usage: $0 trunk start|stop" ;;
 	esac
 	;;
+browser) need_root && browser_install ;;
 env) print_env ;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

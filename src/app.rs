@@ -171,8 +171,10 @@ impl App {
             pacing,
             bodies: api::Bodies::new(&settings.http),
             private_webhooks: settings.webhooks.allow_private_targets,
+            ari: ari.clone(),
+            stop: stop.clone(),
         };
-        let api = api::router(api_state);
+        let api = api::router(api_state).merge(crate::console::router());
         let requests = RequestConsumer::new(placer, settings.amqp.url.clone(), settings.amqp.request_queue.clone());
         let webhooks = Dispatcher::new(pool.clone(), settings.webhooks.clone())?;
 

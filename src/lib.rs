@@ -12,6 +12,7 @@ pub mod campaigns;
 pub mod cli;
 pub mod compliance;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod dialer;

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod reports;
 pub mod schema;
+pub mod stream;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -55,6 +56,10 @@ pub struct ApiState {
     pub bodies: Bodies,
     /// `[webhooks] allow_private_targets`.
     pub private_webhooks: bool,
+    /// For stored recordings.
+    pub ari: crate::ari::AriClient,
+    /// Ends long-lived answers (the event stream) when the server stops.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// The `/api/v1` routes and the OpenAPI document generated from the same handler annotations:
@@ -79,6 +84,9 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ready_operator))
         .routes(routes!(create_call))
         .routes(routes!(get_attempt))
+        .routes(routes!(get_recording))
+        .routes(routes!(stream::event_stream))
+        .routes(routes!(whoami))
         .routes(routes!(cancel_attempt))
         .routes(routes!(set_disposition))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
@@ -551,7 +559,7 @@ async fn list_leads(
     Ok(Json(leads::list(&s.pool, id, state, limit, offset).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = Uuid, Path, description = "lead id")), responses((status = 200, description = "the lead with its attempts", body = LeadWithAttempts), (status = 404, description = "no such lead", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = Uuid, Path, description = "lead id")), responses((status = 200, description = "the lead with its attempts (an operator's call card)", body = LeadWithAttempts), (status = 404, description = "no such lead", body = ErrorBody)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"]), ("token" = ["calls:write"])))]
 async fn get_lead(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<LeadWithAttempts>> {
     let id: LeadId = parse_id(&id, "lead")?;
     let lead = leads::get(&s.pool, id)
@@ -775,6 +783,70 @@ async fn get_attempt(State(s): State<ApiState>, Path(id): Path<String>) -> ApiRe
         .await?
         .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
     Ok(Json(attempt))
+}
+
+#[utoipa::path(get, path = "/api/v1/attempts/{id}/recording", tag = "attempts", operation_id = "get_recording", params(("id" = Uuid, Path, description = "attempt id")), responses((status = 200, description = "the call's audio as Asterisk stored it (WAV)", content_type = "audio/wav", body = String), (status = 404, description = "no such attempt, or it has no recording (recording off, never bridged, or removed from Asterisk)", body = ErrorBody), (status = 503, description = "Asterisk did not hand the recording over", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
+async fn get_recording(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<axum::response::Response> {
+    let id: AttemptId = parse_id(&id, "attempt")?;
+    let attempt = attempts::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("attempt not found".into()))?;
+    let Some(name) = attempt.recording_name else {
+        return Err(ApiError::NotFound(
+            "this call has no recording: the campaign does not record, or the call never reached an operator".into(),
+        ));
+    };
+    let audio = match s.ari.stored_recording_file(&name).await {
+        Ok(audio) => audio,
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+            return Err(ApiError::NotFound(
+                "the recording is not stored in Asterisk (it was removed, or is still being written)".into(),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(attempt.id = %id, error = %e, "recording could not be fetched from Asterisk");
+            return Err(ApiError::Unavailable(
+                "Asterisk did not hand the recording over; try again".into(),
+            ));
+        }
+    };
+    let content_type = audio
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| header::HeaderValue::from_static("audio/wav"));
+    let mut response = axum::response::Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"attempt-{id}.wav\""),
+        )
+        .header(header::CACHE_CONTROL, "private, max-age=3600");
+    if let Some(length) = audio.content_length() {
+        response = response.header(header::CONTENT_LENGTH, length);
+    }
+    response
+        .body(Body::from_stream(audio.bytes_stream()))
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The token a request was made with.
+#[derive(Serialize, ToSchema)]
+struct WhoAmI {
+    /// The token's name.
+    #[schema(example = "console-supervisor")]
+    name: String,
+    /// What it may do; `admin` may do everything.
+    #[schema(example = json!(["campaigns:write", "reports:read"]))]
+    scopes: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "tokens", operation_id = "whoami", responses((status = 200, description = "the token's name and scopes (the console shows what they allow)", body = WhoAmI)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["operators:write"]), ("token" = ["reports:read"])))]
+async fn whoami(Extension(actor): Extension<Actor>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: actor.name,
+        scopes: actor.scopes,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "attempts", operation_id = "list_campaign_attempts", params(("id" = Uuid, Path, description = "campaign id"), Page), responses((status = 200, description = "attempts, newest first", body = Vec<AttemptView>), (status = 404, description = "no such campaign", body = ErrorBody)), security(("token" = ["calls:write"]), ("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]

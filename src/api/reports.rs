@@ -77,12 +77,32 @@ pub struct LiveView {
     leads: std::collections::BTreeMap<String, i64>,
     /// Live attempts by status.
     calls_in_flight: std::collections::BTreeMap<String, i64>,
+    /// The live calls, oldest first (at most 500).
+    calls: Vec<LiveCall>,
+    /// The cap on the abandon rate (`max_abandon_rate`).
+    max_abandon_rate: Option<f64>,
     /// The campaign's enabled operators by state.
     operators: std::collections::BTreeMap<String, i64>,
     today: Today,
     /// Predictive campaigns: the pacer's last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pacing: Option<crate::dialer::predictive::Decision>,
+}
+
+/// A call in flight.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LiveCall {
+    attempt_id: crate::ids::AttemptId,
+    lead_id: Option<crate::ids::LeadId>,
+    #[schema(example = "+79161234567")]
+    phone: String,
+    status: crate::calls::AttemptStatus,
+    operator_id: Option<crate::ids::OperatorId>,
+    /// The operator's name.
+    operator: Option<String>,
+    created_at: DateTime<Utc>,
+    answered_at: Option<DateTime<Utc>>,
+    bridged_at: Option<DateTime<Utc>>,
 }
 
 /// The compliance report.

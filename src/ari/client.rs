@@ -414,6 +414,37 @@ impl AriClient {
             .await
     }
 
+    /// A stored recording's audio as Asterisk streams it (`GET /recordings/stored/{name}/file`);
+    /// the body is left to the caller to stream. A 404 is `AriError::Status`.
+    pub async fn stored_recording_file(&self, name: &str) -> Result<reqwest::Response, AriError> {
+        let path = format!("recordings/stored/{}/file", seg(name));
+        let url = self.base.join(&path).map_err(|_| AriError::BadUrl(path.clone()))?;
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            // Long recordings take longer than an ordinary request's 10 s to pass through.
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|source| AriError::Transport {
+                method: Method::GET,
+                path: path.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let message = response.text().await.unwrap_or_default();
+        Err(AriError::Status {
+            method: Method::GET,
+            path,
+            status,
+            message: message.trim().to_owned(),
+        })
+    }
+
     pub async fn get_bridge(&self, bridge_id: &str) -> Result<Bridge, AriError> {
         self.call(Method::GET, &format!("bridges/{}", seg(bridge_id)), &[], None::<&()>)
             .await

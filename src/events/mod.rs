@@ -4,6 +4,7 @@
 //! requests come in through [`requests`]. `contracts/` holds the JSON Schema of each.
 
 mod amqp;
+pub mod feed;
 pub mod relay;
 pub mod requests;
 pub mod targets;
@@ -22,3 +23,9 @@ pub const EVENT_TYPES: [&str; 9] = [
     "OperatorStateChanged",
     "CampaignStateChanged",
 ];
+
+/// An outbox row as subscribers receive it: its payload with the event's id as `eventId`.
+pub fn message(id: uuid::Uuid, mut payload: serde_json::Value) -> serde_json::Value {
+    payload["eventId"] = serde_json::Value::String(id.to_string());
+    payload
+}

@@ -92,8 +92,8 @@ impl Relay {
         }
         let mut sent = Vec::with_capacity(rows.len());
         let mut failure = None;
-        for (id, event_type, routing_key, attempt, mut payload) in rows {
-            payload["eventId"] = serde_json::Value::String(id.to_string());
+        for (id, event_type, routing_key, attempt, payload) in rows {
+            let payload = super::message(id, payload);
             let mut headers = FieldTable::default();
             if let Some(attempt) = attempt {
                 headers.insert("attemptId".into(), AMQPValue::LongString(attempt.to_string().into()));

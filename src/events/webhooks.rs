@@ -199,8 +199,7 @@ impl Dispatcher {
                 return Outcome::Failed(None, why);
             }
         }
-        let mut payload = d.payload.clone();
-        payload["eventId"] = serde_json::Value::String(d.event_id.to_string());
+        let payload = super::message(d.event_id, d.payload.clone());
         let body = serde_json::to_vec(&payload).expect("JSON serialises");
         let timestamp = chrono::Utc::now().timestamp();
         let mut request = self

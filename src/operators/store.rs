@@ -20,6 +20,8 @@ pub struct Operator {
     pub state_changed_at: DateTime<Utc>,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// The call the operator is being connected to, is on, or is wrapping up.
+    pub current_attempt_id: Option<crate::ids::AttemptId>,
 }
 
 /// An operator to create (`name` and `endpoint` required) or the fields to change.
@@ -52,7 +54,10 @@ pub enum OperatorError {
     Db(#[from] sqlx::Error),
 }
 
-const COLUMNS: &str = "id, name, endpoint, skills, state, state_changed_at, enabled, created_at";
+const COLUMNS: &str = "id, name, endpoint, skills, state, state_changed_at, enabled, created_at,
+    (SELECT a.id FROM attempts a
+     WHERE a.operator_id = operators.id AND operators.state IN ('reserved', 'on-call', 'wrap-up')
+     ORDER BY a.created_at DESC LIMIT 1) AS current_attempt_id";
 
 fn from_row(row: &sqlx::postgres::PgRow) -> Result<Operator, sqlx::Error> {
     let state: String = row.try_get("state")?;
@@ -66,6 +71,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Operator, sqlx::Error> {
         state_changed_at: row.try_get("state_changed_at")?,
         enabled: row.try_get("enabled")?,
         created_at: row.try_get("created_at")?,
+        current_attempt_id: row.try_get("current_attempt_id")?,
     })
 }
 

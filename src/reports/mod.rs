@@ -323,6 +323,14 @@ pub async fn live(pool: &PgPool, campaign: CampaignId) -> Result<serde_json::Val
                        FROM (SELECT status, count(*) AS n FROM attempts
                              WHERE campaign_id = c.id AND status IN {live}
                              GROUP BY status) f),
+             'calls', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                           'attempt_id', a.id, 'lead_id', a.lead_id, 'phone', a.phone_e164, 'status', a.status,
+                           'operator_id', a.operator_id, 'operator', o.name, 'created_at', a.created_at,
+                           'answered_at', a.answered_at, 'bridged_at', a.bridged_at) ORDER BY a.created_at), '[]'::jsonb)
+                       FROM (SELECT * FROM attempts WHERE campaign_id = c.id AND status IN {live}
+                             ORDER BY created_at LIMIT 500) a
+                       LEFT JOIN operators o ON o.id = a.operator_id),
+             'max_abandon_rate', (c.settings->>'max_abandon_rate')::float8,
              'operators', (SELECT coalesce(jsonb_object_agg(state, n), '{{}}'::jsonb)
                        FROM (SELECT o.state, count(*) AS n FROM operators o
                              WHERE o.enabled AND (jsonb_array_length(c.settings->'operators') = 0

@@ -3,6 +3,7 @@
 //! is missing the test fails with a message saying how to start it; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod contracts;
 pub mod farend;
 pub mod process;

@@ -1,0 +1,268 @@
+//! The web console in a real browser (headless Chromium over WebDriver) against the real test
+//! bed: a supervisor signs in, meets a validation error, creates a campaign, uploads leads,
+//! starts it and watches the call reach a SIPp operator; the operator, signed in with a token
+//! of their own, sees the lead, sets the outcome, and the report shows it. Screenshots of each
+//! page are kept in target/console-screenshots/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::*;
+use serde_json::json;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn token(server: &Server, name: &str, scopes: &[&str]) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    obzvon::auth::create(&server.pool, name, &scopes, "test")
+        .await
+        .unwrap()
+        .0
+}
+
+async fn sign_in(browser: &Browser, console: &str, token: &str) {
+    browser.goto(console).await;
+    browser.fill("#token", token).await;
+    browser.click("#signin").await;
+    browser
+        .wait_text("#whoami", Duration::from_secs(10), |t| !t.is_empty())
+        .await;
+}
+
+#[tokio::test]
+async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let console = server.base.replace("/api/v1", "/console/");
+    let supervisor_token = token(&server, "Supervisor Sveta", &["campaigns:write", "reports:read"]).await;
+    let operator_token = token(&server, "Operator Olga", &["operators:write", "calls:write"]).await;
+    let olga = server.operator("Olga Ivanova", "PJSIP/op5").await;
+    let _olga_phone = operator_phone(5, &["-;0;-;0;0"]);
+    let sup = Browser::start().await;
+    let op = Browser::start().await;
+
+    // Signing in: an unknown token is refused in words, a real one opens the campaigns.
+    sup.goto(&console).await;
+    sup.find("#token").await;
+    sup.screenshot("01-sign-in").await;
+    sup.fill("#token", "obz_not-a-token").await;
+    sup.click("#signin").await;
+    sup.wait_text(".alert.error", Duration::from_secs(5), |t| {
+        t.contains("unknown or revoked")
+    })
+    .await;
+    sign_in(&sup, &console, &supervisor_token).await;
+    assert_eq!(sup.text("#whoami").await, "Supervisor Sveta");
+    sup.find("#campaigns").await;
+
+    // A campaign without a caller ID is refused, and the form says so next to the field.
+    sup.click("#new-campaign").await;
+    sup.fill("#f-name", "Renewals December").await;
+    sup.fill("#f-timezone", "UTC").await;
+    sup.fill("#f-dial_timeout_secs", "20").await;
+    sup.fill("#f-wrap_up_secs", "120").await;
+    sup.click("#w-any").await;
+    sup.click("#f-recording").await;
+    sup.click("#save-campaign").await;
+    let error = sup
+        .wait_text("label[data-for=caller_id] .error-text", Duration::from_secs(5), |t| {
+            !t.is_empty()
+        })
+        .await;
+    assert_eq!(error, "required", "the caller ID's own error");
+    sup.find("#form-error").await;
+    sup.screenshot("02-campaign-form-error").await;
+    let campaigns: i64 = sqlx::query_scalar("SELECT count(*) FROM campaigns")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(campaigns, 0, "a refused form creates nothing");
+
+    sup.fill("#f-caller_id", "+74950000000").await;
+    sup.click("#save-campaign").await;
+    sup.find("#action-start").await;
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'Renewals December'")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    let settings: serde_json::Value = sqlx::query_scalar("SELECT settings FROM campaigns WHERE id = $1")
+        .bind(id)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(settings["dial_timeout_secs"], 20);
+    assert_eq!(settings["recording"], true);
+    assert_eq!(settings["calling_windows"], json!({}));
+
+    // Leads from a file: one good row, a repeat, and a number that is not one.
+    let customer = number(1, 1, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("leads.csv");
+    std::fs::write(
+        &csv,
+        format!("phone,name,plan\n{customer},Pavel Smirnov,Gold\n{customer},Pavel again,Gold\n12,Nobody,None\n"),
+    )
+    .unwrap();
+    sup.find("#lead-file")
+        .await
+        .send_keys(csv.to_str().unwrap())
+        .await
+        .unwrap();
+    sup.click("#upload-leads").await;
+    let imported = sup
+        .wait_text("#import-result .alert", Duration::from_secs(10), |t| {
+            t.contains("imported")
+        })
+        .await;
+    assert!(
+        imported.starts_with("1 imported, 1 duplicates, 1 rejected of 3 rows"),
+        "{imported}"
+    );
+    let rejected = sup.text("#rejected").await;
+    assert!(rejected.contains('3'), "the rejected row by its number: {rejected}");
+    sup.screenshot("03-campaign-imported").await;
+
+    // The operator signs in with their own token: no campaigns or reports for them.
+    sign_in(&op, &console, &operator_token).await;
+    let nav = op.text("#nav").await;
+    assert!(
+        nav.contains("Operators") && !nav.contains("Campaigns") && !nav.contains("Reports"),
+        "{nav}"
+    );
+    op.goto(&format!("{console}#/campaigns")).await;
+    op.wait_text("main .alert.error", Duration::from_secs(5), |t| {
+        t.contains("does not allow")
+    })
+    .await;
+    op.goto(&format!("{console}#/operators/{olga}")).await;
+    op.click("#login").await;
+    op.wait_text("main .state-big .badge", Duration::from_secs(15), |t| t == "ready")
+        .await;
+    op.screenshot("04-operator-ready").await;
+
+    // Start: the call goes through the trunk to Olga's phone; both pages follow it live.
+    sup.click("#action-start").await;
+    sup.wait_text("#calls", Duration::from_secs(15), |t| t.contains(&customer))
+        .await;
+    op.wait_text("#lead-name", Duration::from_secs(15), |t| t == "Pavel Smirnov")
+        .await;
+    let card = op.text("#current-call").await;
+    assert!(card.contains("Gold"), "the lead's fields on the call card: {card}");
+    op.screenshot("05-operator-on-call").await;
+    sup.wait_text("#calls", Duration::from_secs(10), |t| t.contains("Olga Ivanova"))
+        .await;
+    sup.screenshot("06-campaign-monitor").await;
+
+    // The customer hangs up after 4 s: wrap-up, where Olga sets the outcome.
+    op.wait_text("main .state-big .badge", Duration::from_secs(20), |t| t == "wrap-up")
+        .await;
+    op.click("#current-call button[data-result=success]").await;
+    op.fill("#notes", "Renewed for a year").await;
+    op.screenshot("07-operator-wrap-up").await;
+    op.click("#save-outcome").await;
+    let attempt: uuid::Uuid = sqlx::query_scalar("SELECT id FROM attempts WHERE campaign_id = $1")
+        .bind(id)
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (result, notes): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT result, disposition_notes FROM attempts WHERE id = $1")
+                .bind(attempt)
+                .fetch_one(&server.pool)
+                .await
+                .unwrap();
+        // A bridged call is a success until the operator says otherwise: the notes show the
+        // disposition arrived.
+        if notes.is_some() {
+            assert_eq!(
+                (result.as_deref(), notes.as_deref()),
+                (Some("success"), Some("Renewed for a year"))
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outcome was not saved: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    op.click("#ready").await;
+    op.wait_text("main .state-big .badge", Duration::from_secs(10), |t| t == "ready")
+        .await;
+
+    // The report counts the call and the conversion.
+    sup.goto(&format!("{console}#/reports")).await;
+    sup.wait_text("#report-connected .value", Duration::from_secs(10), |t| t == "1")
+        .await;
+    let conversion = sup.text("#report-conversion").await;
+    assert!(conversion.contains("1 of 1 leads"), "{conversion}");
+    let operators = sup.text("#report-operators").await;
+    assert!(operators.contains("Olga Ivanova"), "{operators}");
+    sup.screenshot("08-reports").await;
+
+    // The call's page: timeline and the recording, playable in the page.
+    sup.goto(&format!("{console}#/attempts/{attempt}")).await;
+    sup.find("#timeline li").await;
+    let audio = sup.find("#recording-audio").await;
+    let src = audio.attr("src").await.unwrap().unwrap_or_default();
+    assert!(
+        src.starts_with("blob:"),
+        "the recording is loaded with the token: {src}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let duration = loop {
+        let d = sup
+            .eval("return document.getElementById('recording-audio').duration || 0")
+            .await
+            .as_f64()
+            .unwrap_or(0.0);
+        if d > 0.0 {
+            break d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the browser could not read the recording"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(duration > 1.0, "the recording holds the conversation: {duration} s");
+    sup.screenshot("09-attempt").await;
+
+    // The recording over REST: the WAV itself; 404 where there is none.
+    let response = server
+        .http
+        .get(format!("{}/attempts/{attempt}/recording", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let wav = response.bytes().await.unwrap();
+    assert_eq!(&wav[..4], b"RIFF", "a WAV file");
+    let (status, body) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/attempts/{}/recording", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    sup.goto(&format!("{console}#/campaigns")).await;
+    sup.wait_text("#campaigns", Duration::from_secs(10), |t| {
+        t.contains("1 of 1 leads done")
+    })
+    .await;
+    sup.screenshot("10-campaigns").await;
+    op.click("#logout").await;
+    op.wait_text("main .state-big .badge", Duration::from_secs(10), |t| t == "offline")
+        .await;
+    sup.close().await;
+    op.close().await;
+    server.stop().await;
+}
