@@ -2,6 +2,7 @@
 //! WebDriver. Each [`Browser`] is a chromedriver of its own with one fresh profile; dropping
 //! it ends both. Screenshots go to `target/console-screenshots/` (test artefacts).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,14 +13,22 @@ use serde_json::json;
 
 pub struct Browser {
     pub client: Client,
-    driver: Child,
+    _driver: Driver,
     _profile: tempfile::TempDir,
 }
 
-impl Drop for Browser {
+/// chromedriver in a process group of its own, with the browsers it starts; the whole group
+/// is ended when dropped (also when a test fails before it closes its session, which would
+/// otherwise leave Chromium running without its driver).
+struct Driver(Child);
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
     }
 }
 
@@ -40,12 +49,15 @@ impl Browser {
         // fantoccini and the other HTTP clients bring two TLS back ends; pick one for the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = super::process::free_port();
-        let driver = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let driver = Driver(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
         let profile = tempfile::tempdir().unwrap();
         let args = [
             "--headless",
@@ -77,7 +89,7 @@ impl Browser {
                 Ok(client) => {
                     return Browser {
                         client,
-                        driver,
+                        _driver: driver,
                         _profile: profile,
                     }
                 }
