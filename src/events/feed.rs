@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -22,7 +21,6 @@ pub struct FeedEvent {
     pub id: Uuid,
     pub event_type: String,
     pub payload: serde_json::Value,
-    pub created_at: DateTime<Utc>,
 }
 
 /// A subscriber's position in the outbox.
@@ -57,15 +55,18 @@ impl Feed {
     /// The next events in order, possibly none; `full` when there may be more right away.
     pub async fn next(&mut self, pool: &PgPool) -> Result<(Vec<FeedEvent>, bool), sqlx::Error> {
         let rows: Vec<FeedEvent> = sqlx::query_as(
-            "SELECT seq, id, event_type, payload, created_at FROM outbox
+            "SELECT seq, id, event_type, payload FROM outbox
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(self.cursor)
         .bind(BATCH)
         .fetch_all(pool)
         .await?;
-        let full = rows.len() as i64 == BATCH;
-        Ok((self.take_in_order(rows, Instant::now()), full))
+        let read = rows.len();
+        let taken = self.take_in_order(rows, Instant::now());
+        // Rows held back behind a gap are not "more right away": the caller waits for the gap.
+        let full = read as i64 == BATCH && taken.len() == read;
+        Ok((taken, full))
     }
 
     /// The rows that follow the cursor without a gap, or past a gap that waited long enough.
@@ -96,7 +97,6 @@ mod tests {
             id: Uuid::new_v4(),
             event_type: "OutboundCallEnded".into(),
             payload: serde_json::json!({}),
-            created_at: Utc::now(),
         }
     }
 
