@@ -418,11 +418,8 @@ impl AriClient {
     /// the body is left to the caller to stream. A 404 is `AriError::Status`.
     pub async fn stored_recording_file(&self, name: &str) -> Result<reqwest::Response, AriError> {
         let path = format!("recordings/stored/{}/file", seg(name));
-        let url = self.base.join(&path).map_err(|_| AriError::BadUrl(path.clone()))?;
         let response = self
-            .http
-            .get(url)
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .request(Method::GET, &path)?
             // Long recordings take longer than an ordinary request's 10 s to pass through.
             .timeout(Duration::from_secs(600))
             .send()
@@ -436,13 +433,8 @@ impl AriClient {
         if status.is_success() {
             return Ok(response);
         }
-        let message = response.text().await.unwrap_or_default();
-        Err(AriError::Status {
-            method: Method::GET,
-            path,
-            status,
-            message: message.trim().to_owned(),
-        })
+        let bytes = response.bytes().await.unwrap_or_default();
+        Err(status_error(Method::GET, &path, status, &bytes))
     }
 
     pub async fn get_bridge(&self, bridge_id: &str) -> Result<Bridge, AriError> {
@@ -530,12 +522,7 @@ impl AriClient {
         body: Option<&B>,
     ) -> Result<bytes::Bytes, AriError> {
         let started = Instant::now();
-        let url = self.base.join(path).map_err(|_| AriError::BadUrl(path.to_owned()))?;
-        let mut request = self
-            .http
-            .request(method.clone(), url)
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
-            .query(query);
+        let mut request = self.request(method.clone(), path)?.query(query);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -551,16 +538,30 @@ impl AriClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-        Err(AriError::Status {
-            method,
-            path: path.to_owned(),
-            status,
-            message,
-        })
+        Err(status_error(method, path, status, &bytes))
+    }
+
+    /// A request to `path` under the ARI base, with our credentials.
+    fn request(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, AriError> {
+        let url = self.base.join(path).map_err(|_| AriError::BadUrl(path.to_owned()))?;
+        Ok(self
+            .http
+            .request(method, url)
+            .basic_auth(&self.username, Some(self.password.expose_secret())))
+    }
+}
+
+/// An ARI refusal: its JSON `message`, else the body as text.
+fn status_error(method: Method, path: &str, status: StatusCode, body: &[u8]) -> AriError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    AriError::Status {
+        method,
+        path: path.to_owned(),
+        status,
+        message,
     }
 }
 
