@@ -17,6 +17,8 @@
       if (k === "class") node.className = v;
       else if (k === "text") node.textContent = v;
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      // Through the CSSOM: the page's policy (style-src 'self') refuses style attributes.
+      else if (k === "style") node.style.cssText = v;
       else if (k === "value") node.value = v;
       else if (k === "checked") node.checked = !!v;
       else node.setAttribute(k, v === true ? "" : v);
@@ -535,7 +537,8 @@
         el("label", { class: "check" }, box, operators.find((o) => o.id === oid).name)))),
     el("p", {}, save, " ", el("a", { class: "button", href: existing ? `#/campaigns/${id}` : "#/campaigns" }, "Cancel")));
 
-    root.append(el("div", { class: "page-head" }, el("h1", {}, existing ? `Edit ${existing.name}` : "New campaign")), form);
+    root.append(el("div", { class: "page-head" }, el("h1", {}, existing ? `Edit ${existing.name}` : "New campaign")),
+      existing ? warningsBox(existing.warnings) : null, form);
   }
 
   function warningsBox(warnings) {
@@ -558,7 +561,8 @@
         class: cls, id: `action-${action}`,
         onclick: async () => {
           try {
-            campaign = await post(`/campaigns/${id}/${action}`);
+            await post(`/campaigns/${id}/${action}`);
+            campaign = await get(`/campaigns/${id}`);
             toast(`Campaign ${campaign.state}.`);
             renderHead();
             refresh();
@@ -821,6 +825,17 @@
               { label: "dials", color: "#8aa9cf", values: hours.rows.map((r) => r.dials) },
               { label: "average talk, s", color: "#1f4e79", values: hours.rows.map((r) => r.avg_talk_secs) },
             ], { format: (v) => Math.round(v) }) : el("p", { class: "empty" }, "No calls in this range."))),
+        el("div", { class: "grid two", style: "margin-top:16px" },
+          el("div", { class: "card" }, el("h2", {}, "Talk time by day"),
+            days.rows.length ? barChart(fill(days.rows, "day"), [
+              { label: "average talk, s", color: "#1f4e79", values: days.rows.map((r) => r.avg_talk_secs) },
+              { label: "median talk, s", color: "#8aa9cf", values: days.rows.map((r) => r.median_talk_secs) },
+            ], { format: (v) => Math.round(v) }) : el("p", { class: "empty" }, "No calls in this range.")),
+          el("div", { class: "card" }, el("h2", {}, "Calls and conversions by operator"),
+            ops.rows.length ? barChart(ops.rows.map((r) => r.name || "—"), [
+              { label: "calls", color: "#2e7dd7", values: ops.rows.map((r) => r.bridged) },
+              { label: "converted leads", color: "#1a7f4b", values: ops.rows.map((r) => r.converted_leads) },
+            ], { format: (v) => Math.round(v * 10) / 10 }) : el("p", { class: "empty" }, "No operator took a call in this range."))),
         el("div", { class: "card" }, el("div", { class: "page-head" }, el("h2", {}, "By operator"), csv("operators")),
           el("table", { id: "report-operators" }, el("thead", {}, el("tr", {}, el("th", {}, "Operator"), el("th", { class: "num" }, "Calls"),
             el("th", { class: "num" }, "Average talk"), el("th", { class: "num" }, "Median talk"), el("th", { class: "num" }, "Converted leads"), el("th", { class: "num" }, "Conversion"))),

@@ -282,3 +282,81 @@ async fn a_phone_asterisk_refuses_to_ring_is_a_conflict_with_the_operator_named(
     assert_eq!(after["state"], "offline", "{after}");
     server.stop().await;
 }
+
+/// Valid but suspicious settings come back as warnings with the campaign, each with its code
+/// and field, and each goes away when its cause does; none of them refuses the campaign.
+#[tokio::test]
+async fn campaign_warnings_appear_and_disappear_with_their_causes() {
+    let server = Server::start("obzvon-test-api-warnings").await;
+    let codes = |c: &Value| -> Vec<(String, String)> {
+        c["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no warnings list: {c}"))
+            .iter()
+            .map(|w| {
+                assert!(!w["message"].as_str().unwrap().is_empty());
+                (
+                    w["code"].as_str().unwrap().to_owned(),
+                    w["field"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut body = valid_campaign("suspicious");
+    body["dial_timeout_secs"] = json!(10);
+    body["caller_id"] = json!("1234");
+    body["calling_windows"] = json!({"mon": [{"from": "07:00", "to": "21:00"}]});
+    body["max_attempts"] = json!(5);
+    body["retry_delays_secs"] = json!({"no-answer": 259200});
+    let created = server.post("/campaigns", body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let all = [
+        ("dial-timeout-short", "dial_timeout_secs"),
+        ("no-operator", "skills"),
+        ("window-outside-usual-hours", "calling_windows.mon[0]"),
+        ("retries-beyond-a-week", "max_attempts"),
+        ("caller-id-not-a-number", "caller_id"),
+    ];
+    let want: Vec<(String, String)> = all.iter().map(|(c, f)| ((*c).to_owned(), (*f).to_owned())).collect();
+    assert_eq!(codes(&created), want);
+    assert_eq!(
+        codes(&server.get(&format!("/campaigns/{id}")).await),
+        want,
+        "GET shows them too"
+    );
+
+    // Remove the causes one at a time: each warning goes with its own.
+    let fixes = [
+        json!({"dial_timeout_secs": 20}),
+        json!({}),
+        json!({"calling_windows": {"mon": [{"from": "09:00", "to": "21:00"}]}}),
+        json!({"retry_delays_secs": {"no-answer": 3600}}),
+        json!({"caller_id": "74950000000"}),
+    ];
+    for (i, fix) in fixes.iter().enumerate() {
+        let answer = if i == 1 {
+            server.operator("Warned", "PJSIP/op9").await;
+            server.get(&format!("/campaigns/{id}")).await
+        } else {
+            let (status, answer) = server
+                .call(Method::PATCH, &format!("/campaigns/{id}"), Some(fix.clone()))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            answer
+        };
+        assert_eq!(codes(&answer), want[i + 1..].to_vec(), "after fixing {}", all[i].0);
+    }
+    // Attempts that no result retries.
+    let (_, answer) = server
+        .call(
+            Method::PATCH,
+            &format!("/campaigns/{id}"),
+            Some(json!({"retry_delays_secs": {}})),
+        )
+        .await;
+    assert_eq!(
+        codes(&answer),
+        [("attempts-without-retries".to_owned(), "retry_delays_secs".to_owned())]
+    );
+    server.stop().await;
+}

@@ -62,7 +62,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     sup.click("#new-campaign").await;
     sup.fill("#f-name", "Renewals December").await;
     sup.fill("#f-timezone", "UTC").await;
-    sup.fill("#f-dial_timeout_secs", "20").await;
+    sup.fill("#f-dial_timeout_secs", "10").await;
     sup.fill("#f-wrap_up_secs", "120").await;
     sup.click("#w-any").await;
     sup.click("#f-recording").await;
@@ -84,6 +84,19 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     sup.fill("#f-caller_id", "+74950000000").await;
     sup.click("#save-campaign").await;
     sup.find("#action-start").await;
+    // Saved, with a warning about the 10 s ring; editing it to 20 s takes the warning away.
+    let warned = sup.text("#warnings li[data-code=dial-timeout-short]").await;
+    assert!(warned.contains("10 s"), "{warned}");
+    sup.screenshot("03-campaign-warning").await;
+    sup.click("#edit-campaign").await;
+    sup.fill("#f-dial_timeout_secs", "20").await;
+    sup.click("#save-campaign").await;
+    sup.find("#action-start").await;
+    assert_eq!(
+        sup.eval("return document.getElementById('warnings') !== null").await,
+        json!(false),
+        "no warning once the ring is 20 s"
+    );
     let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'Renewals December'")
         .fetch_one(&server.pool)
         .await
@@ -123,7 +136,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     );
     let rejected = sup.text("#rejected").await;
     assert!(rejected.contains('3'), "the rejected row by its number: {rejected}");
-    sup.screenshot("03-campaign-imported").await;
+    sup.screenshot("04-campaign-imported").await;
 
     // The operator signs in with their own token: no campaigns or reports for them.
     sign_in(&op, &console, &operator_token).await;
@@ -141,7 +154,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     op.click("#login").await;
     op.wait_text("main .state-big .badge", Duration::from_secs(15), |t| t == "ready")
         .await;
-    op.screenshot("04-operator-ready").await;
+    op.screenshot("05-operator-ready").await;
 
     // Start: the call goes through the trunk to Olga's phone; both pages follow it live.
     sup.click("#action-start").await;
@@ -151,17 +164,17 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
         .await;
     let card = op.text("#current-call").await;
     assert!(card.contains("Gold"), "the lead's fields on the call card: {card}");
-    op.screenshot("05-operator-on-call").await;
+    op.screenshot("06-operator-on-call").await;
     sup.wait_text("#calls", Duration::from_secs(10), |t| t.contains("Olga Ivanova"))
         .await;
-    sup.screenshot("06-campaign-monitor").await;
+    sup.screenshot("07-campaign-monitor").await;
 
     // The customer hangs up after 4 s: wrap-up, where Olga sets the outcome.
     op.wait_text("main .state-big .badge", Duration::from_secs(20), |t| t == "wrap-up")
         .await;
     op.click("#current-call button[data-result=success]").await;
     op.fill("#notes", "Renewed for a year").await;
-    op.screenshot("07-operator-wrap-up").await;
+    op.screenshot("08-operator-wrap-up").await;
     op.click("#save-outcome").await;
     let attempt: uuid::Uuid = sqlx::query_scalar("SELECT id FROM attempts WHERE campaign_id = $1")
         .bind(id)
@@ -203,7 +216,10 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     assert!(conversion.contains("1 of 1 leads"), "{conversion}");
     let operators = sup.text("#report-operators").await;
     assert!(operators.contains("Olga Ivanova"), "{operators}");
-    sup.screenshot("08-reports").await;
+    sup.screenshot("09-reports").await;
+    sup.eval("document.getElementById('report-operators').scrollIntoView(); return true")
+        .await;
+    sup.screenshot("09-reports-lower").await;
 
     // The call's page: timeline and the recording, playable in the page.
     sup.goto(&format!("{console}#/attempts/{attempt}")).await;
@@ -231,7 +247,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(duration > 1.0, "the recording holds the conversation: {duration} s");
-    sup.screenshot("09-attempt").await;
+    sup.screenshot("10-attempt").await;
 
     // The recording over REST: the WAV itself; 404 where there is none.
     let response = server
@@ -258,7 +274,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
         t.contains("1 of 1 leads done")
     })
     .await;
-    sup.screenshot("10-campaigns").await;
+    sup.screenshot("11-campaigns").await;
     op.click("#logout").await;
     op.wait_text("main .state-big .badge", Duration::from_secs(10), |t| t == "offline")
         .await;

@@ -386,7 +386,7 @@ async fn create_campaign(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
     let spec = CampaignSpec::from_json(json_body(&body)?).map_err(ApiError::Invalid)?;
-    let campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
+    let mut campaign = campaigns::create(&s.pool, spec).await.map_err(store_error)?;
     audit(
         &s,
         &actor,
@@ -397,7 +397,18 @@ async fn create_campaign(
         Some(json!(campaign)),
     )
     .await?;
+    campaign.warnings = Some(warnings_of(&s, &campaign.spec).await?);
     Ok((StatusCode::CREATED, Json(campaign)))
+}
+
+/// The campaign's warnings, counting the enabled operators who may take its calls.
+async fn warnings_of(s: &ApiState, spec: &CampaignSpec) -> ApiResult<Vec<crate::campaigns::warnings::Warning>> {
+    let takers = operators::list(&s.pool)
+        .await?
+        .iter()
+        .filter(|o| o.enabled && spec.may_take(o.id, &o.skills))
+        .count();
+    Ok(crate::campaigns::warnings::of(spec, takers))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", operation_id = "list_campaigns", responses((status = 200, description = "all campaigns, newest first", body = Vec<Campaign>)), security(("token" = ["campaigns:write"]), ("token" = ["reports:read"])))]
@@ -410,6 +421,7 @@ async fn get_campaign(State(s): State<ApiState>, Path(id): Path<String>) -> ApiR
     let id: CampaignId = parse_id(&id, "campaign")?;
     let mut campaign = campaigns::get(&s.pool, id).await.map_err(store_error)?;
     campaign.leads = Some(leads::counts(&s.pool, id).await?);
+    campaign.warnings = Some(warnings_of(&s, &campaign.spec).await?);
     Ok(Json(campaign))
 }
 
@@ -435,6 +447,8 @@ async fn update_campaign(
         Some(json!(campaign)),
     )
     .await?;
+    let mut campaign = campaign;
+    campaign.warnings = Some(warnings_of(&s, &campaign.spec).await?);
     Ok(Json(campaign))
 }
 

@@ -6,6 +6,7 @@ use crate::calls::outcome::wire_names;
 
 pub mod spec;
 pub mod store;
+pub mod warnings;
 
 pub use spec::{CampaignSpec, FieldError};
 

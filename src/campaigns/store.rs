@@ -22,6 +22,10 @@ pub struct Campaign {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::BTreeMap<String, i64>>, example = json!({"pending": 120, "done": 30}))]
     pub leads: Option<std::collections::BTreeMap<String, i64>>,
+    /// In the answers to create, update and `GET /campaigns/{id}`: valid settings that are
+    /// probably a mistake (see `warnings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<super::warnings::Warning>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Campaign, sqlx::Error> {
         started_at: row.try_get("started_at")?,
         stopped_at: row.try_get("stopped_at")?,
         leads: None,
+        warnings: None,
     })
 }
 
