@@ -893,6 +893,7 @@
     const writer = can("operators:write");
     let shownAttempt = null;
     let shownPhase = null;
+    let shownQueue = null;
     let callStarted = null;
 
     const doing = (label, fn, cls, idAttr) => el("button", { class: cls, id: idAttr, onclick: async (e) => {
@@ -955,6 +956,7 @@
         } catch (e) { toast(e.message, true); }
       } }, "Save outcome");
       const fields = lead ? Object.entries(lead.fields || {}) : [];
+      const history = lead ? lead.attempts.filter((h) => h.id !== attemptId) : [];
       callCard.replaceChildren(
         el("div", { class: "page-head" }, el("h2", {}, "Current call"), badge(a.ended_at ? "wrap-up" : a.bridged_at ? "on-call" : a.status)),
         el("div", { class: "grid two" },
@@ -967,7 +969,7 @@
               ...fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "string" ? v : JSON.stringify(v))]),
             ] : []))),
           el("div", {}, el("h3", {}, "History"),
-            lead && lead.attempts.length ? el("table", { class: "small" }, el("tbody", {}, ...lead.attempts.slice(0, 8).map((h) => el("tr", {},
+            history.length ? el("table", { class: "small" }, el("tbody", {}, ...history.slice(0, 8).map((h) => el("tr", {},
               el("td", {}, when(h.created_at)), el("td", {}, badge(h.result || h.status)), el("td", {}, h.disposition_notes || "")))))
               : el("p", { class: "muted" }, "First call to this lead."))),
         wrap && can("calls:write") ? el("div", { style: "margin-top:12px" }, el("h3", {}, "Outcome"),
@@ -978,6 +980,10 @@
 
     async function renderQueue() {
       const q = await get(`/operators/${id}/queue`).catch(() => null);
+      // Rebuild only when the queue changes: a skip reason being typed stays.
+      const key = q ? JSON.stringify([q.offered && q.offered.lead_id, q.next.map((l) => l.lead_id)]) : "";
+      if (key === shownQueue) return;
+      shownQueue = key;
       if (!q || (!q.offered && !q.next.length)) {
         queueCard.replaceChildren(el("h2", {}, "Preview queue"), el("p", { class: "muted" }, "No preview leads waiting."));
         return;

@@ -282,3 +282,93 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     op.close().await;
     server.stop().await;
 }
+
+/// The operator's preview queue and callback picker: a lead offered on the workplace is
+/// skipped (a reason is required), the next is dialled from the page, and its outcome is a
+/// callback at the time picked.
+#[tokio::test]
+async fn an_operator_skips_and_dials_preview_leads_and_books_a_callback_in_the_browser() {
+    let _serial = SERIAL.lock().await;
+    require_trunk();
+    let server = Server::start("obzvon").await;
+    let console = server.base.replace("/api/v1", "/console/");
+    let operator_token = token(&server, "Operator Petr", &["operators:write", "calls:write"]).await;
+    let petr = server.operator("Petr Sokolov", "PJSIP/op6").await;
+    let _phone = operator_phone(6, &["-;0;-;0;0"]);
+    let (first, second) = (number(1, 0, 3), number(1, 0, 3));
+    server
+        .running_campaign(
+            json!({"name": "Preview", "trunk": "PJSIP/{number}@trunk", "caller_id": "74950000000",
+                   "pacing": {"mode": "preview"}, "wrap_up_secs": 120, "timezone": "UTC",
+                   "preview": {"reservation_secs": 120, "skip_delay_secs": 600}}),
+            format!("phone,name,priority\n{first},Anna First,20\n{second},Boris Second,10\n"),
+        )
+        .await;
+    let op = Browser::start().await;
+    sign_in(&op, &console, &operator_token).await;
+    op.goto(&format!("{console}#/operators/{petr}")).await;
+    op.click("#login").await;
+
+    // Anna is offered; a skip without a reason is refused and changes nothing.
+    op.wait_text("#preview .alert", Duration::from_secs(15), |t| t.contains("Anna First"))
+        .await;
+    op.screenshot("21-operator-preview").await;
+    op.click("#preview-skip").await;
+    op.wait_text("#toast", Duration::from_secs(5), |t| t.contains("reason"))
+        .await;
+    assert!(op.text("#preview .alert").await.contains("Anna First"), "still offered");
+    op.fill("#skip-reason", "asked for an email instead").await;
+    op.click("#preview-skip").await;
+    let lead_state = |phone: String| {
+        let pool = server.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT state FROM leads WHERE phone_e164 = $1")
+                .bind(phone)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    op.wait_text("#preview .alert", Duration::from_secs(15), |t| {
+        t.contains("Boris Second")
+    })
+    .await;
+    assert_eq!(
+        lead_state(first.clone()).await,
+        "scheduled",
+        "the skipped lead waits for later"
+    );
+
+    // Boris is dialled from the page; after the call, a callback tomorrow at 10:30.
+    op.click("#preview-dial").await;
+    op.wait_text("#lead-name", Duration::from_secs(15), |t| t == "Boris Second")
+        .await;
+    op.wait_text("main .state-big .badge", Duration::from_secs(20), |t| t == "wrap-up")
+        .await;
+    op.click("#current-call button[data-result=callback-needed]").await;
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive();
+    op.eval(&format!(
+        "const i = document.getElementById('callback-at'); i.value = '{tomorrow}T10:30'; return i.value"
+    ))
+    .await;
+    op.screenshot("22-operator-callback").await;
+    op.click("#save-outcome").await;
+    let want = tomorrow.and_hms_opt(10, 30, 0).unwrap().and_utc();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (result, at): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as("SELECT result, callback_at FROM attempts WHERE phone_e164 = $1")
+                .bind(&second)
+                .fetch_one(&server.pool)
+                .await
+                .unwrap();
+        if result.as_deref() == Some("callback-needed") {
+            assert_eq!(at, Some(want), "the time picked, in the operator's zone (UTC here)");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no callback saved: {result:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    op.close().await;
+    server.stop().await;
+}

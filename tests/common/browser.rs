@@ -52,6 +52,8 @@ impl Browser {
         let driver = Driver(
             Command::new("/usr/bin/chromedriver")
                 .arg(format!("--port={port}"))
+                // Times on the pages (and the callback picker) read in UTC whatever the box's zone.
+                .env("TZ", "UTC")
                 .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -114,8 +116,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {css:?} on the page: {e}"))
     }
 
+    /// Clicks the element; found again if the page replaced it in between (live updates
+    /// re-render parts of a page).
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        for _ in 0..3 {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("click {css:?}: {e}"),
+            }
+        }
+        panic!("{css:?} kept being replaced while it was clicked");
     }
 
     /// Replaces an input's value by typing it.
@@ -126,7 +138,15 @@ impl Browser {
     }
 
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        for _ in 0..3 {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("text of {css:?}: {e}"),
+            }
+        }
+        panic!("{css:?} kept being replaced while it was read");
     }
 
     /// Waits until the element's text satisfies `pred` (up to `limit`); returns the text.
