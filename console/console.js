@@ -416,9 +416,11 @@
     };
     const retries = RETRY_RESULTS.map(([key, label]) => [key, number((c.retry_delays_secs || {})[key] ?? "", { min: 0, placeholder: "final" }), label]);
     const windows = DAYS.map((day) => {
-      const span = ((c.calling_windows || {})[day] || [])[0];
+      const [span, ...rest] = (c.calling_windows || {})[day] || [];
       return {
         day,
+        // The form edits a day's first span; any further ones are kept as they are.
+        rest,
         on: el("input", { type: "checkbox", checked: !!span, id: `w-${day}` }),
         from: el("input", { type: "time", value: span ? span.from : "09:00", id: `w-${day}-from` }),
         to: el("input", { type: "time", value: span ? (span.to === "24:00" ? "23:59" : span.to) : "21:00", id: `w-${day}-to` }),
@@ -429,7 +431,8 @@
     const windowGrid = el("div", { class: "windows", style: "margin-top:10px", hidden: anyTime.checked },
       ...windows.flatMap((w) => [
         el("label", { class: "check day" }, w.on, DAY_NAMES[w.day]),
-        field("From", `calling_windows.${w.day}`, w.from), el("label", { class: "field" }, "To", w.to), el("span"),
+        field("From", `calling_windows.${w.day}`, w.from), el("label", { class: "field" }, "To", w.to),
+        el("span", { class: "muted small" }, w.rest.length ? "and " + w.rest.map((r) => `${r.from}–${r.to}`).join(", ") : ""),
       ]));
     const picked = new Set((c.operators || []).map(String));
     const opBoxes = operators.map((o) => [o.id, el("input", { type: "checkbox", checked: picked.has(o.id), value: o.id })]);
@@ -440,7 +443,9 @@
       const body = {
         name: f.name.value, trunk: f.trunk.value, caller_id: f.caller_id.value, timezone: f.timezone.value,
         default_region: f.default_region.value.toUpperCase(),
-        pacing: { mode: f.mode.value, ratio: n(f.ratio), target_abandon_rate: n(f.target) === undefined ? undefined : n(f.target) / 100 },
+        // Objects replace the stored ones whole (PATCH merges the top level), so the settings
+        // the form does not show go back as they were.
+        pacing: Object.assign({}, c.pacing, { mode: f.mode.value, ratio: n(f.ratio), target_abandon_rate: n(f.target) === undefined ? undefined : n(f.target) / 100 }),
         max_concurrent_calls: n(f.max_concurrent_calls), calls_per_second: n(f.calls_per_second),
         dial_timeout_secs: n(f.dial_timeout_secs), max_attempts: n(f.max_attempts), wrap_up_secs: n(f.wrap_up_secs),
         max_abandon_rate: n(f.max_abandon_rate) === undefined ? undefined : n(f.max_abandon_rate) / 100,
@@ -449,10 +454,9 @@
         amd: Object.assign({}, c.amd || {}, { mode: f.amd.value }),
         retry_delays_secs: Object.fromEntries(retries.filter(([, input]) => input.value !== "").map(([k, input]) => [k, Number(input.value)])),
         calling_windows: anyTime.checked ? {} : Object.fromEntries(windows.filter((w) => w.on.checked)
-          .map((w) => [w.day, [{ from: w.from.value, to: w.to.value === "23:59" ? "24:00" : w.to.value }]])),
+          .map((w) => [w.day, [{ from: w.from.value, to: w.to.value === "23:59" ? "24:00" : w.to.value }, ...w.rest]])),
         operators: opBoxes.filter(([, box]) => box.checked).map(([oid]) => oid),
       };
-      if (body.pacing.mode !== "predictive") delete body.pacing.target_abandon_rate;
       return JSON.parse(JSON.stringify(body));
     }
 

@@ -88,6 +88,20 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     let warned = sup.text("#warnings li[data-code=dial-timeout-short]").await;
     assert!(warned.contains("10 s"), "{warned}");
     sup.screenshot("03-campaign-warning").await;
+    // A setting the form does not show survives an edit through it.
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'Renewals December'")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    server
+        .rest
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/campaigns/{id}"),
+            Some(json!({"pacing": {"mode": "progressive", "ratio": 1.5, "abandon_window": "30d"}})),
+        )
+        .await;
+    sup.goto(&format!("{console}#/campaigns/{id}")).await;
     sup.click("#edit-campaign").await;
     sup.fill("#f-dial_timeout_secs", "20").await;
     sup.click("#save-campaign").await;
@@ -97,10 +111,6 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
         json!(false),
         "no warning once the ring is 20 s"
     );
-    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM campaigns WHERE name = 'Renewals December'")
-        .fetch_one(&server.pool)
-        .await
-        .unwrap();
     let settings: serde_json::Value = sqlx::query_scalar("SELECT settings FROM campaigns WHERE id = $1")
         .bind(id)
         .fetch_one(&server.pool)
@@ -109,6 +119,7 @@ async fn a_supervisor_and_an_operator_run_a_campaign_in_the_browser() {
     assert_eq!(settings["dial_timeout_secs"], 20);
     assert_eq!(settings["recording"], true);
     assert_eq!(settings["calling_windows"], json!({}));
+    assert_eq!(settings["pacing"]["abandon_window"], "30d", "kept through the form");
 
     // Leads from a file: one good row, a repeat, and a number that is not one.
     let customer = number(1, 1, 4);
