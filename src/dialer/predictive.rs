@@ -354,9 +354,17 @@ impl Model {
         let timeout = params.dial_timeout_secs;
         let live_w = weight * priors.live_rate;
         let rest = weight - live_w;
-        // Answers: a gamma(3) shape around the prior mean. Dials without a person: a third
-        // end early (busy, failed), the rest at the timeout.
-        let live = Hist::with_prior(ANSWER_BIN, bins, live_w, |x| gamma3(x, priors.answer_mean_secs));
+        // Answers: a gamma(3) shape around the prior mean, cut at the dial timeout (nobody
+        // answers a call that has given up; left uncut, a short timeout would put most of the
+        // prior's answers past the horizon, where they look harmless). Dials without a person:
+        // a third end early (busy, failed), the rest at the timeout.
+        let live = Hist::with_prior(ANSWER_BIN, bins, live_w, |x| {
+            if x < timeout {
+                gamma3(x, priors.answer_mean_secs)
+            } else {
+                0.0
+            }
+        });
         let not_live = Hist::with_prior(ANSWER_BIN, bins, rest, |x| {
             let early = if (2.0..6.0).contains(&x) { 1.0 / 12.0 } else { 0.0 };
             let late = if (x - timeout).abs() < ANSWER_BIN {
@@ -1006,6 +1014,27 @@ mod tests {
         }];
         assert_eq!(oracle.decide(&view(0, &gone, &[], WindowRate::default()), 0.0).calls, 0);
         assert!(oracle.decide(&view(0, &soon, &[], WindowRate::default()), 0.0).calls >= 1);
+    }
+
+    #[test]
+    fn before_any_data_a_short_dial_timeout_does_not_make_it_bolder() {
+        // Nobody answers after the dial gave up: with a 5 s timeout every answer comes within
+        // the horizon, so the first calls can only be fewer than with a 28 s one.
+        for ready in [2usize, 5, 20] {
+            let first = |timeout: f64| {
+                let p = Params {
+                    dial_timeout_secs: timeout,
+                    ..params()
+                };
+                let mut pacer = Predictive::new(p, Priors::with_wrap_up(3.0));
+                pacer.decide(&view(ready, &[], &[], WindowRate::default()), 0.0).calls
+            };
+            let (short, long) = (first(5.0), first(28.0));
+            assert!(
+                short <= long,
+                "{ready} ready: {short} calls with a 5 s timeout, {long} with 28 s"
+            );
+        }
     }
 
     proptest! {
