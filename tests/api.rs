@@ -168,6 +168,25 @@ async fn bad_imports_are_refused_whole_and_bad_rows_are_reported_by_number() {
         "{report}"
     );
 
+    // What COPY's text format would misread unless escaped comes back as it was sent.
+    let awkward = json!([{"phone": "+79161234573", "name": r"Back\slash \N", "external_id": r"crm\t1",
+                          "fields": {"note": "tab\there\nnew line \\N", "path": r"C:\dir", "empty": "", "none": null}}]);
+    let (status, report) = server
+        .call(Method::POST, &format!("/campaigns/{id}/leads"), Some(awkward.clone()))
+        .await;
+    assert_eq!((status, report["imported"].as_i64()), (200, Some(1)), "{report}");
+    let leads = server.get(&format!("/campaigns/{id}/leads?state=pending")).await;
+    let back = leads
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["phone"] == "+79161234573")
+        .unwrap();
+    assert_eq!(back["name"], awkward[0]["name"]);
+    assert_eq!(back["external_id"], awkward[0]["external_id"]);
+    assert_eq!(back["fields"], awkward[0]["fields"]);
+    assert!(back["timezone"].is_null(), "{back}");
+
     let (status, _) = server
         .call(Method::GET, &format!("/campaigns/{id}/leads?state=ringing"), None)
         .await;

@@ -1,12 +1,10 @@
-//! Lead import: rows from JSON or CSV are normalised, checked and inserted in batches inside
-//! one transaction. Bad rows are reported by number (and CSV line) and reason while good rows
+//! Lead import: rows from JSON or CSV are normalised, checked and copied in (COPY to a staging
+//! table, then one insert per 100,000 rows) inside one transaction. Bad rows are reported by number (and CSV line) and reason while good rows
 //! go in; a broken file (no phone column, an unreadable header) rolls everything back. A CSV
 //! row with a quote that is never closed is rejected alone and reading goes on with the next
 //! line, so one stray quote cannot swallow the rest of a file. Importing the same rows again
 //! adds nothing: a campaign holds each E.164 number once. The body has arrived in full (a CSV
 //! file spooled to disk) before the import takes a database connection.
-
-use std::collections::HashSet;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
@@ -17,7 +15,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::ids::{CampaignId, LeadId};
 use crate::phone::{PhoneNumber, Region};
 
-const BATCH: usize = 1000;
+/// Checked pieces queued between the CSV reader's thread and the database.
+const QUEUED_PIECES: usize = 4;
 
 /// Longest text per lead field, in characters; a lead's free fields in bytes of JSON.
 pub const MAX_PHONE_CHARS: usize = 64;
@@ -92,53 +91,45 @@ struct NewLead {
     fields: serde_json::Value,
 }
 
-pub struct Importer {
-    tx: Transaction<'static, Postgres>,
-    campaign: CampaignId,
-    region: Option<Region>,
-    batch: Vec<NewLead>,
-    seen: HashSet<String>,
-    report: ImportReport,
+/// Rows checked and written in COPY's text format, with the rows refused on the way: what the
+/// reader hands the database side, about `COPY_BYTES` at a time.
+#[derive(Debug, Default)]
+pub struct Piece {
+    copy: Vec<u8>,
+    rows: usize,
+    received: usize,
+    rejected: Vec<RowError>,
+    rejected_count: usize,
 }
 
-impl Importer {
-    pub async fn begin(pool: &PgPool, campaign: CampaignId, region: Option<Region>) -> Result<Importer, sqlx::Error> {
-        Ok(Importer {
-            tx: pool.begin().await?,
-            campaign,
+/// Checks rows and gathers them into pieces. It needs no database, so a CSV file is checked on
+/// the reader's thread while the previous piece is being stored.
+pub struct Checker {
+    region: Option<Region>,
+    piece: Piece,
+}
+
+impl Checker {
+    pub fn new(region: Option<Region>) -> Checker {
+        Checker {
             region,
-            batch: Vec::with_capacity(BATCH),
-            seen: HashSet::new(),
-            report: ImportReport::default(),
-        })
+            piece: Piece::default(),
+        }
     }
 
-    pub async fn push(&mut self, row: usize, input: Result<LeadInput, String>) -> Result<(), sqlx::Error> {
-        self.push_at(row, None, input).await
-    }
-
-    async fn push_at(
-        &mut self,
-        row: usize,
-        line: Option<u64>,
-        input: Result<LeadInput, String>,
-    ) -> Result<(), sqlx::Error> {
-        self.report.received += 1;
-        match input.and_then(|i| self.check(i)) {
+    /// Takes one row; answers a piece once one is full.
+    pub fn push(&mut self, row: usize, line: Option<u64>, input: Result<LeadInput, String>) -> Option<Piece> {
+        let piece = &mut self.piece;
+        piece.received += 1;
+        match input.and_then(|i| check(i, self.region)) {
             Ok(lead) => {
-                if !self.seen.insert(lead.phone.clone()) {
-                    self.report.duplicates += 1;
-                    return Ok(());
-                }
-                self.batch.push(lead);
-                if self.batch.len() >= BATCH {
-                    self.flush().await?;
-                }
+                lead.write_copy_row(row, &mut piece.copy);
+                piece.rows += 1;
             }
             Err(reason) => {
-                self.report.rejected_count += 1;
-                if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
-                    self.report.rejected.push(RowError {
+                piece.rejected_count += 1;
+                if piece.rejected.len() < MAX_LISTED_REJECTIONS {
+                    piece.rejected.push(RowError {
                         row,
                         line,
                         reason: crate::text::printable(&reason),
@@ -146,79 +137,167 @@ impl Importer {
                 }
             }
         }
-        Ok(())
+        (piece.copy.len() >= COPY_BYTES).then(|| self.take())
     }
 
-    fn check(&self, input: LeadInput) -> Result<NewLead, String> {
-        use crate::text::{json_problem, line_problem};
-        let texts = [
-            ("phone", Some(&input.phone), MAX_PHONE_CHARS),
-            ("name", input.name.as_ref(), MAX_NAME_CHARS),
-            ("timezone", input.timezone.as_ref(), MAX_TIMEZONE_CHARS),
-            ("external_id", input.external_id.as_ref(), MAX_EXTERNAL_ID_CHARS),
-        ];
-        for (field, value, max) in texts {
-            if let Some(problem) = value.and_then(|v| line_problem(v, max)) {
-                return Err(format!("{field}: {problem}"));
-            }
+    /// The rows taken since the last piece.
+    pub fn take(&mut self) -> Piece {
+        std::mem::take(&mut self.piece)
+    }
+}
+
+fn check(input: LeadInput, region: Option<Region>) -> Result<NewLead, String> {
+    use crate::text::{json_problem, line_problem};
+    let texts = [
+        ("phone", Some(&input.phone), MAX_PHONE_CHARS),
+        ("name", input.name.as_ref(), MAX_NAME_CHARS),
+        ("timezone", input.timezone.as_ref(), MAX_TIMEZONE_CHARS),
+        ("external_id", input.external_id.as_ref(), MAX_EXTERNAL_ID_CHARS),
+    ];
+    for (field, value, max) in texts {
+        if let Some(problem) = value.and_then(|v| line_problem(v, max)) {
+            return Err(format!("{field}: {problem}"));
         }
-        let fields = serde_json::Value::Object(input.fields);
-        if let Some(problem) = json_problem(&fields, MAX_FIELDS_BYTES) {
-            return Err(format!("fields: {problem}"));
-        }
-        let phone = PhoneNumber::parse(&input.phone, self.region).map_err(|e| format!("phone: {e}"))?;
-        if let Some(tz) = input.timezone.as_deref().filter(|t| !t.is_empty()) {
-            tz.parse::<Tz>()
-                .map_err(|_| format!("timezone: {tz:?} is not an IANA time zone"))?;
-        }
-        let priority = input.priority.unwrap_or(0);
-        if !(-1000..=1000).contains(&priority) {
-            return Err("priority: must be between -1000 and 1000".to_owned());
-        }
-        let non_empty = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-        Ok(NewLead {
-            phone: phone.as_str().to_owned(),
-            name: non_empty(input.name),
-            timezone: non_empty(input.timezone),
-            external_id: non_empty(input.external_id),
-            priority,
-            fields,
+    }
+    let fields = serde_json::Value::Object(input.fields);
+    if let Some(problem) = json_problem(&fields, MAX_FIELDS_BYTES) {
+        return Err(format!("fields: {problem}"));
+    }
+    let phone = PhoneNumber::parse(&input.phone, region).map_err(|e| format!("phone: {e}"))?;
+    if let Some(tz) = input.timezone.as_deref().filter(|t| !t.is_empty()) {
+        tz.parse::<Tz>()
+            .map_err(|_| format!("timezone: {tz:?} is not an IANA time zone"))?;
+    }
+    let priority = input.priority.unwrap_or(0);
+    if !(-1000..=1000).contains(&priority) {
+        return Err("priority: must be between -1000 and 1000".to_owned());
+    }
+    let non_empty = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    Ok(NewLead {
+        phone: phone.as_str().to_owned(),
+        name: non_empty(input.name),
+        timezone: non_empty(input.timezone),
+        external_id: non_empty(input.external_id),
+        priority,
+        fields,
+    })
+}
+
+/// Stores pieces inside one transaction.
+pub struct Importer {
+    tx: Transaction<'static, Postgres>,
+    campaign: CampaignId,
+    /// Rows in the stage, not yet moved to `leads`.
+    staged: usize,
+    report: ImportReport,
+}
+
+/// Checked rows are sent to PostgreSQL with COPY in pieces of about this size (memory stays
+/// flat whatever the file's size) into a staging table, then moved to `leads` every
+/// `MOVE_ROWS` rows with one statement that skips numbers the campaign already has.
+const COPY_BYTES: usize = 1 << 20;
+const MOVE_ROWS: usize = 100_000;
+
+impl Importer {
+    pub async fn begin(pool: &PgPool, campaign: CampaignId) -> Result<Importer, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        // The stage lives as long as the transaction; `ord` keeps the file's order, so the
+        // first row of a number repeated in the file is the one kept.
+        sqlx::query(
+            "CREATE TEMPORARY TABLE lead_import_stage (
+                 ord bigint, id uuid, phone text, name text, tz text, ext text, prio int, fields jsonb
+             ) ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(Importer {
+            tx,
+            campaign,
+            staged: 0,
+            report: ImportReport::default(),
         })
     }
 
-    async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if self.batch.is_empty() {
+    /// Stages a piece's rows and counts its refusals.
+    pub async fn store(&mut self, piece: Piece) -> Result<(), sqlx::Error> {
+        let report = &mut self.report;
+        report.received += piece.received;
+        report.rejected_count += piece.rejected_count;
+        let room = MAX_LISTED_REJECTIONS - report.rejected.len();
+        report.rejected.extend(piece.rejected.into_iter().take(room));
+        if piece.rows > 0 {
+            let mut copy = self
+                .tx
+                .copy_in_raw("COPY lead_import_stage (ord, id, phone, name, tz, ext, prio, fields) FROM STDIN")
+                .await?;
+            copy.send(piece.copy).await?;
+            copy.finish().await?;
+            self.staged += piece.rows;
+        }
+        if self.staged >= MOVE_ROWS {
+            self.move_staged().await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the staged rows into `leads`: a number the campaign has (or that came earlier in
+    /// this file) is a duplicate.
+    async fn move_staged(&mut self) -> Result<(), sqlx::Error> {
+        if self.staged == 0 {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let ids: Vec<LeadId> = batch.iter().map(|_| LeadId::new()).collect();
         let inserted = sqlx::query(
             "INSERT INTO leads (id, campaign_id, phone_e164, name, timezone, external_id, priority, fields)
-             SELECT u.id, $1, u.phone, u.name, u.tz, u.ext, u.prio, u.fields
-             FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::jsonb[])
-                  AS u(id, phone, name, tz, ext, prio, fields)
+             SELECT id, $1, phone, name, tz, ext, prio, fields FROM lead_import_stage ORDER BY ord
              ON CONFLICT (campaign_id, phone_e164) DO NOTHING",
         )
         .bind(self.campaign)
-        .bind(&ids)
-        .bind(batch.iter().map(|l| l.phone.clone()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|l| l.timezone.clone()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|l| l.external_id.clone()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|l| l.priority).collect::<Vec<_>>())
-        .bind(batch.iter().map(|l| l.fields.clone()).collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await?
         .rows_affected() as usize;
+        sqlx::query("TRUNCATE lead_import_stage").execute(&mut *self.tx).await?;
         self.report.imported += inserted;
-        self.report.duplicates += batch.len() - inserted;
+        self.report.duplicates += std::mem::take(&mut self.staged) - inserted;
         Ok(())
     }
 
     pub async fn commit(mut self) -> Result<ImportReport, sqlx::Error> {
-        self.flush().await?;
+        self.move_staged().await?;
         self.tx.commit().await?;
         Ok(self.report)
+    }
+}
+
+impl NewLead {
+    /// One row of COPY's text format: tab-separated, `\N` for NULL, with backslash, tab and
+    /// line breaks escaped (checked text has none of the latter, but JSON may hold backslashes).
+    fn write_copy_row(&self, ord: usize, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(out, "{ord}\t{}\t", LeadId::new());
+        copy_text(Some(&self.phone), out);
+        for value in [&self.name, &self.timezone, &self.external_id] {
+            out.push(b'\t');
+            copy_text(value.as_deref(), out);
+        }
+        let _ = write!(out, "\t{}\t", self.priority);
+        copy_text(Some(&self.fields.to_string()), out);
+        out.push(b'\n');
+    }
+}
+
+fn copy_text(value: Option<&str>, out: &mut Vec<u8>) {
+    let Some(value) = value else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
     }
 }
 
@@ -229,29 +308,49 @@ pub async fn import_json(
     region: Option<Region>,
     rows: Vec<serde_json::Value>,
 ) -> Result<ImportReport, ImportError> {
-    let mut importer = Importer::begin(pool, campaign, region).await?;
+    let mut checker = Checker::new(region);
+    let mut importer = Importer::begin(pool, campaign).await?;
     for (i, value) in rows.into_iter().enumerate() {
         let parsed = crate::text::decode::<LeadInput>(value).map_err(|e| match e.field.as_str() {
             "body" => e.message,
             field => format!("{field}: {}", e.message),
         });
-        importer.push(i + 1, parsed).await?;
+        if let Some(piece) = checker.push(i + 1, None, parsed) {
+            importer.store(piece).await?;
+        }
     }
+    importer.store(checker.take()).await?;
     Ok(importer.commit().await?)
 }
 
 /// Imports a CSV file (spooled by the API). Columns: `phone` (required), `name`, `timezone`,
 /// `external_id`, `priority`; any other column lands in the lead's free `fields`. The file is
-/// parsed on a blocking thread while rows are inserted here.
+/// parsed and checked on a blocking thread while rows are stored here.
 pub async fn import_csv(
     pool: &PgPool,
     campaign: CampaignId,
     region: Option<Region>,
     file: std::fs::File,
 ) -> Result<ImportReport, ImportError> {
-    let (rows, mut parsed) = tokio::sync::mpsc::channel::<CsvRow>(BATCH);
-    let parser = tokio::task::spawn_blocking(move || parse_csv(file, |row| rows.blocking_send(row).is_ok()));
-    let Some(first) = parsed.recv().await else {
+    // The reader parses and checks a piece while the one before it is stored; a few pieces
+    // queued keep both sides busy and memory bounded.
+    let (pieces, mut checked) = tokio::sync::mpsc::channel::<Piece>(QUEUED_PIECES);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut checker = Checker::new(region);
+        let mut open = true;
+        parse_csv(file, |row| {
+            if let Some(piece) = checker.push(row.row, Some(row.line), row.lead) {
+                open = pieces.blocking_send(piece).is_ok();
+            }
+            open
+        })?;
+        let last = checker.take();
+        if open && last.received > 0 {
+            let _ = pieces.blocking_send(last);
+        }
+        Ok::<(), String>(())
+    });
+    let Some(first) = checked.recv().await else {
         // No rows: either a broken header (the parser says why) or an empty file.
         parser
             .await
@@ -259,10 +358,10 @@ pub async fn import_csv(
             .map_err(ImportError::BadFile)?;
         return Ok(ImportReport::default());
     };
-    let mut importer = Importer::begin(pool, campaign, region).await?;
-    importer.push_at(first.row, Some(first.line), first.lead).await?;
-    while let Some(row) = parsed.recv().await {
-        importer.push_at(row.row, Some(row.line), row.lead).await?;
+    let mut importer = Importer::begin(pool, campaign).await?;
+    importer.store(first).await?;
+    while let Some(piece) = checked.recv().await {
+        importer.store(piece).await?;
     }
     parser
         .await
