@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The load harness: N SIPp operators (the test bed's generated endpoints op7..op200, logged in
-# with *55 by one SIPp process), a campaign whose far ends answer, talk, are busy or ring out
+# with *55 by SIPp processes of 25 phones), a campaign whose far ends answer, talk, are busy or ring out
 # as the SIPp trunk is told by each number, run for a set time; then one table: calls placed,
 # calls/s, peak concurrent calls, connect latency, obzvon's CPU per 1,000 attempts and its
 # share of the box beside Asterisk's, obzvon's memory, PostgreSQL transactions, rows and WAL

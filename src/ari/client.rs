@@ -2,6 +2,7 @@
 //! whole process (it is cheap to clone; reqwest pools connections).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -20,7 +21,15 @@ pub struct AriClient {
     username: String,
     password: SecretString,
     app: String,
+    /// Requests in flight, shared by every clone: Asterisk refuses HTTP sessions past its
+    /// `http.conf` `sessionlimit` (100 by default), and a burst of media checks and
+    /// originates with hundreds of calls live went past it.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// At most this many ARI requests at once (the rest wait their turn), well under Asterisk's
+/// default `sessionlimit` of 100, which the events websocket and the CLI's share too.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
 
 impl std::fmt::Debug for AriClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,6 +182,7 @@ impl AriClient {
             username: username.to_owned(),
             password,
             app: app.to_owned(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
         })
     }
 
@@ -415,7 +425,9 @@ impl AriClient {
     }
 
     /// A stored recording's audio as Asterisk streams it (`GET /recordings/stored/{name}/file`);
-    /// the body is left to the caller to stream. A 404 is `AriError::Status`.
+    /// the body is left to the caller to stream. A 404 is `AriError::Status`. It does not wait
+    /// for a turn among `MAX_REQUESTS_IN_FLIGHT`: a download may last minutes, and holding a
+    /// turn that long would delay calls.
     pub async fn stored_recording_file(&self, name: &str) -> Result<reqwest::Response, AriError> {
         let path = format!("recordings/stored/{}/file", seg(name));
         let response = self
@@ -521,6 +533,7 @@ impl AriClient {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> Result<bytes::Bytes, AriError> {
+        let _turn = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let started = Instant::now();
         let mut request = self.request(method.clone(), path)?.query(query);
         if let Some(body) = body {
@@ -601,6 +614,64 @@ mod tests {
     fn path_segments_are_escaped() {
         assert_eq!(seg("a/b c"), "a%2Fb%20c");
         assert_eq!(seg("5b1e0c3a-uuid"), "5b1e0c3a-uuid");
+    }
+
+    #[tokio::test]
+    async fn no_more_requests_in_flight_than_the_bound_however_many_are_made() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server that holds each request 100 ms and counts how many it holds at once (each
+        // on its own connection, as Asterisk counts HTTP sessions).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, p) = (now.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (n, p) = (n.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let held = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        p.fetch_max(held, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                        let reply = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let c = AriClient::new(
+            &format!("http://127.0.0.1:{port}/ari"),
+            "u",
+            SecretString::from("p"),
+            "a",
+        )
+        .unwrap();
+        let calls = (0..MAX_REQUESTS_IN_FLIGHT * 3).map(|i| {
+            let c = c.clone();
+            async move { c.answer(&format!("ch-{i}")).await }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "{:?}",
+            results.iter().find(|r| r.is_err())
+        );
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= MAX_REQUESTS_IN_FLIGHT, "{peak} requests at once");
+        assert!(
+            peak > MAX_REQUESTS_IN_FLIGHT / 2,
+            "the bound, not the server, kept it to {peak}"
+        );
     }
 
     #[test]
