@@ -248,6 +248,15 @@ impl Predictive {
         }
     }
 
+    /// Tells the pacer how many calls were placed after its decision: the rate limiter and the
+    /// leads due may allow fewer than it asked for, and only calls placed will answer (counting
+    /// the ones asked for held pacing back for half a minute after every capped burst).
+    pub fn dialled(&mut self, calls: usize, now: f64) {
+        if calls > 0 {
+            self.recent.push_back((now, calls));
+        }
+    }
+
     pub fn decide(&mut self, view: &View, now: f64) -> Decision {
         self.model.forget(now);
         if self
@@ -302,9 +311,6 @@ impl Predictive {
                 n += 1;
             }
             decision.calls = n;
-            if n > 0 {
-                self.recent.push_back((now, n));
-            }
         }
         decision.dial_level = (view.ringing.len() + decision.calls) as f64 / operators.max(1) as f64;
         decision
@@ -1014,6 +1020,24 @@ mod tests {
         }];
         assert_eq!(oracle.decide(&view(0, &gone, &[], WindowRate::default()), 0.0).calls, 0);
         assert!(oracle.decide(&view(0, &soon, &[], WindowRate::default()), 0.0).calls >= 1);
+    }
+
+    #[test]
+    fn only_the_calls_placed_count_as_the_flow_of_calls() {
+        // Many ready operators: pacing asks for hundreds, a rate limit lets 50 through. The next
+        // decision must not believe the hundreds are ringing somewhere and hold back.
+        let mut pacer = Predictive::new(params(), Priors::default());
+        let first = pacer.decide(&view(186, &[], &[], WindowRate::default()), 0.0);
+        assert!(first.calls > 100, "{first:?}");
+        pacer.dialled(50, 0.0);
+        let ringing = [1.0; 50];
+        let next = pacer.decide(&view(186, &[], &ringing, WindowRate::default()), 1.0);
+        let mut told_all = Predictive::new(params(), Priors::default());
+        told_all.decide(&view(186, &[], &[], WindowRate::default()), 0.0);
+        told_all.dialled(first.calls, 0.0);
+        let held = told_all.decide(&view(186, &[], &ringing, WindowRate::default()), 1.0);
+        assert!(next.calls > 50, "50 placed of {}: then {next:?}", first.calls);
+        assert!(next.calls > held.calls, "{next:?} / {held:?}");
     }
 
     #[test]

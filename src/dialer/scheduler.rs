@@ -169,6 +169,12 @@ impl Scheduler {
                 slot
             };
             let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now(), &slot).await?;
+            if spec.pacing.mode == PacingMode::Predictive {
+                let clock = self.clock();
+                if let Some((pacer, _)) = self.pacers.get_mut(&campaign.id) {
+                    pacer.dialled(claims.len(), clock);
+                }
+            }
             if claims.len() < allowed {
                 self.dry.insert(campaign.id, now);
             } else {

@@ -480,6 +480,7 @@ impl<'a> Sim<'a> {
         self.tokens_at = now;
         let calls = wanted.min(self.tokens.floor() as usize);
         self.tokens -= calls as f64;
+        policy.dialled(calls, now);
         for _ in 0..calls {
             self.dial();
         }

@@ -48,6 +48,8 @@ pub trait Policy {
     }
     /// Tells the oracle the population's true distributions (again when they drift).
     fn tell(&mut self, _truth: &TrueDistributions) {}
+    /// How many calls were placed after the last decision (the rate limit may allow fewer).
+    fn dialled(&mut self, _calls: usize, _now: f64) {}
 }
 
 /// obzvon's progressive pacing at `ratio` calls per ready operator, with its rule that a
@@ -109,6 +111,10 @@ impl Policy for Ours {
 
     fn observe(&mut self, outcome: Outcome, now: f64) {
         self.pacer.observe(outcome, now);
+    }
+
+    fn dialled(&mut self, calls: usize, now: f64) {
+        self.pacer.dialled(calls, now);
     }
 
     fn knows_the_future(&self) -> bool {
