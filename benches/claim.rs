@@ -9,7 +9,7 @@ use chrono::Utc;
 use obzvon::campaigns::store as campaigns;
 use obzvon::campaigns::CampaignSpec;
 use obzvon::config::Settings;
-use obzvon::dialer::scheduler::claim;
+use obzvon::dialer::scheduler::{claim, Limits};
 use secrecy::ExposeSecret;
 
 #[tokio::main]
@@ -151,7 +151,7 @@ async fn claim_for(
             let instance = format!("bench-{c}");
             while started.elapsed() < span {
                 let t = Instant::now();
-                let (got, _) = claim(&pool, &campaign, batch, &instance, Utc::now(), "bench").await?;
+                let (got, _) = claim(&pool, &campaign, batch, Limits::Off, &instance, Utc::now(), "bench").await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 claimed += got.len();
             }

@@ -63,6 +63,9 @@ pub struct ClaimReport {
     pub number_busy: usize,
     /// Skipped for a contact limit or a quiet period.
     pub limited: usize,
+    /// Calls asked for that the campaign's calls per second or concurrency, counted over every
+    /// instance, did not let through.
+    pub held_by_limits: usize,
 }
 
 impl Scheduler {
@@ -168,17 +171,31 @@ impl Scheduler {
             } else {
                 slot
             };
-            let (claims, report) = claim(&self.pool, &campaign, allowed, &self.instance, Utc::now(), &slot).await?;
+            let (claims, report) = claim(
+                &self.pool,
+                &campaign,
+                allowed,
+                Limits::Shared,
+                &self.instance,
+                Utc::now(),
+                &slot,
+            )
+            .await?;
             if spec.pacing.mode == PacingMode::Predictive {
                 let clock = self.clock();
                 if let Some((pacer, _)) = self.pacers.get_mut(&campaign.id) {
                     pacer.dialled(claims.len(), clock);
                 }
             }
-            if claims.len() < allowed {
+            // Fewer due leads than asked for (not calls held by the campaign-wide limits).
+            if claims.len() + report.held_by_limits < allowed {
                 self.dry.insert(campaign.id, now);
             } else {
                 self.dry.remove(&campaign.id);
+            }
+            if report.held_by_limits > 0 {
+                tracing::debug!(campaign.id = %campaign.id, held = report.held_by_limits,
+                    "calls held by the campaign's calls per second or concurrency across instances");
             }
             if report.dnc + report.outside_window + report.number_busy + report.limited > 0 {
                 tracing::debug!(campaign.id = %campaign.id, ?report, "leads skipped at claim");
@@ -643,13 +660,79 @@ async fn record_skips(
     Ok(())
 }
 
+/// How many of `n` calls the campaign's own limits let through now, counted over every
+/// instance sharing the database: its calls-per-second budget (a token bucket in
+/// `campaign_dial_tokens`, refilled at `calls_per_second` up to one second's worth) and its
+/// `max_concurrent_calls` less the attempts live anywhere. The bucket's row stays locked until
+/// `tx` ends, so claims of one campaign from several boxes take turns and see each other's
+/// calls. Each instance paces with its own rate limiter as well; this is the campaign-wide
+/// bound. An attempt whose box died counts as live until that box settles it.
+async fn within_shared_limits(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: &Campaign,
+    n: usize,
+    report: &mut ClaimReport,
+) -> Result<usize, sqlx::Error> {
+    let spec = &campaign.spec;
+    let burst = spec.calls_per_second.max(1.0);
+    let (tokens, live): (f64, i64) = sqlx::query_as(&format!(
+        "WITH bucket AS (
+             INSERT INTO campaign_dial_tokens AS b (campaign_id, tokens, at) VALUES ($1, $2, clock_timestamp())
+             ON CONFLICT (campaign_id) DO UPDATE SET
+                 tokens = least($2, b.tokens + $3 * greatest(0, extract(epoch FROM clock_timestamp() - b.at))),
+                 at = clock_timestamp()
+             RETURNING tokens
+         )
+         SELECT (SELECT tokens FROM bucket),
+                (SELECT count(*) FROM attempts WHERE campaign_id = $1 AND status IN {live})",
+        live = crate::calls::AttemptStatus::LIVE_SQL
+    ))
+    .bind(campaign.id)
+    .bind(burst)
+    .bind(spec.calls_per_second)
+    .fetch_one(&mut **tx)
+    .await?;
+    let by_rate = tokens.max(0.0).floor() as usize;
+    let by_concurrency = (spec.max_concurrent_calls as usize).saturating_sub(live.max(0) as usize);
+    let allowed = n.min(by_rate).min(by_concurrency);
+    report.held_by_limits = n - allowed;
+    Ok(allowed)
+}
+
+/// Spends `calls` of the campaign's calls-per-second tokens (its bucket row is locked by
+/// `within_shared_limits` in the same transaction).
+async fn spend_tokens(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: CampaignId,
+    calls: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE campaign_dial_tokens SET tokens = tokens - $2 WHERE campaign_id = $1")
+        .bind(campaign)
+        .bind(calls as f64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether a claim is held to the campaign's calls per second and concurrency counted over
+/// every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    /// The scheduler's claims: at most what `within_shared_limits` lets through.
+    Shared,
+    /// The claim machinery alone, for benchmarks of it.
+    Off,
+}
+
 /// Claims up to `n` due leads of `campaign` and creates their attempts (`init`), in one
-/// transaction (see `select_due` for what is skipped on the way). `slot` says why pacing
-/// placed these calls; each attempt records it with the checks its lead passed.
+/// transaction (see `within_shared_limits` for how many may be, and `select_due` for what is
+/// skipped on the way). `slot` says why pacing placed these calls; each attempt records it
+/// with the checks its lead passed.
 pub async fn claim(
     pool: &PgPool,
     campaign: &Campaign,
     n: usize,
+    limits: Limits,
     instance: &str,
     now: DateTime<Utc>,
     slot: &str,
@@ -660,6 +743,14 @@ pub async fn claim(
     }
     let spec = &campaign.spec;
     let mut tx = pool.begin().await?;
+    let n = match limits {
+        Limits::Shared => within_shared_limits(&mut tx, campaign, n, &mut report).await?,
+        Limits::Off => n,
+    };
+    if n == 0 {
+        tx.commit().await?;
+        return Ok((Vec::new(), report));
+    }
     let chosen = select_due(&mut tx, campaign, n, now, &mut report).await?;
 
     let mut claimed = Vec::with_capacity(chosen.len());
@@ -707,6 +798,9 @@ pub async fn claim(
         .bind(slot)
         .execute(&mut *tx)
         .await?;
+        if limits == Limits::Shared {
+            spend_tokens(&mut tx, campaign.id, chosen.len()).await?;
+        }
         for (Chosen { lead: c, .. }, attempt) in chosen.iter().zip(&attempts) {
             report.claimed.push(*attempt);
             claimed.push(Claimed {
