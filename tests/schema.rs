@@ -303,3 +303,79 @@ async fn a_call_put_through_to_a_dead_phone_is_corrected_to_operator_lost_and_th
     .unwrap();
     assert_eq!(events, 1, "one disposition event for the CRM");
 }
+
+#[tokio::test]
+async fn journal_entries_applied_in_a_batch_are_applied_once_and_a_replayed_batch_only_adds_the_new_ones() {
+    let (_db, pool) = migrated().await;
+    let spec = obzvon::campaigns::CampaignSpec {
+        name: "batch".into(),
+        trunk: "PJSIP/{number}@trunk".into(),
+        caller_id: "+74950000000".into(),
+        ..Default::default()
+    };
+    let campaign = obzvon::campaigns::store::create(&pool, spec).await.unwrap();
+    let mut writes = Vec::new();
+    for i in 0..3 {
+        let (lead, attempt) = (Uuid::new_v4(), Uuid::new_v4());
+        let phone = format!("+7916123000{i}");
+        sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count, last_result) VALUES ($1, $2, $3, 'done', 1, 'success')")
+            .bind(lead)
+            .bind(campaign.id)
+            .bind(&phone)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO attempts (id, campaign_id, lead_id, phone_e164, status, result, answered_at, bridged_at, ended_at)
+             VALUES ($1, $2, $3, $4, 'completed', 'success', now() - interval '5 s', now() - interval '4 s', now())",
+        )
+        .bind(attempt)
+        .bind(campaign.id)
+        .bind(lead)
+        .bind(&phone)
+        .execute(&pool)
+        .await
+        .unwrap();
+        writes.push((
+            attempt,
+            obzvon::calls::engine::core::Write::OperatorLost {
+                attempt: obzvon::ids::AttemptId::from_uuid(attempt),
+                reason: "silent phone".into(),
+            },
+        ));
+    }
+    let lost = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM attempt_transitions WHERE result = 'operator-lost'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let checkpoint = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT applied_seq FROM engine_journal WHERE instance = 'test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first: Vec<(u64, &obzvon::calls::engine::core::Write)> = vec![(1, &writes[0].1), (2, &writes[1].1)];
+    obzvon::calls::store::apply_batch(&pool, "test", &first).await.unwrap();
+    assert_eq!((lost(pool.clone()).await, checkpoint(pool.clone()).await), (2, 2));
+    // After a crash the same entries come again with the next one: only that one is applied.
+    let again: Vec<(u64, &obzvon::calls::engine::core::Write)> =
+        (1..=3).map(|s| (s, &writes[s as usize - 1].1)).collect();
+    obzvon::calls::store::apply_batch(&pool, "test", &again).await.unwrap();
+    assert_eq!((lost(pool.clone()).await, checkpoint(pool.clone()).await), (3, 3));
+    obzvon::calls::store::apply_batch(&pool, "test", &again).await.unwrap();
+    assert_eq!(
+        lost(pool.clone()).await,
+        3,
+        "a batch wholly below the checkpoint changes nothing"
+    );
+    for (attempt, _) in &writes {
+        let result: String = sqlx::query_scalar("SELECT result FROM attempts WHERE id = $1")
+            .bind(attempt)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(result, "operator-lost");
+    }
+}

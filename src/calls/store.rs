@@ -33,6 +33,34 @@ pub async fn apply(pool: &PgPool, instance: &str, seq: u64, write: &Write) -> Re
     tx.commit().await
 }
 
+/// Applies journal entries (`seq`, write) in order in one transaction, with one checkpoint
+/// and one commit for all of them; entries at or below the instance's checkpoint are skipped.
+/// Any error rolls back the whole batch (the writer then goes entry by entry).
+pub async fn apply_batch(pool: &PgPool, instance: &str, entries: &[(u64, &Write)]) -> Result<(), sqlx::Error> {
+    let Some(&(last, _)) = entries.last() else {
+        return Ok(());
+    };
+    let mut tx = pool.begin().await?;
+    let applied: i64 = sqlx::query_scalar(
+        "INSERT INTO engine_journal (instance) VALUES ($1)
+         ON CONFLICT (instance) DO UPDATE SET instance = excluded.instance
+         RETURNING applied_seq",
+    )
+    .bind(instance)
+    .fetch_one(&mut *tx)
+    .await?;
+    if applied >= last as i64 {
+        return Ok(());
+    }
+    for (seq, write) in entries {
+        if *seq as i64 > applied {
+            apply_write(&mut tx, instance, write).await?;
+        }
+    }
+    mark_applied(&mut tx, instance, last).await?;
+    tx.commit().await
+}
+
 /// Records that journal entry `seq` is done without applying it (an entry that cannot be
 /// applied must not block the ones after it).
 pub async fn skip(pool: &PgPool, instance: &str, seq: u64) -> Result<(), sqlx::Error> {
@@ -350,10 +378,11 @@ impl CallEvent {
     }
 }
 
-/// The event's body: the attempt as it is after the change. The relay adds `eventId` (the
+/// The event's body: the attempt as it is after the change (`occurredAt` when the write is
+/// applied: `clock_timestamp()`, since one transaction may apply a batch of journal entries). The relay adds `eventId` (the
 /// outbox row's id, also the AMQP message id).
 const EVENT_PAYLOAD: &str = "jsonb_build_object(
-        'type', $3::text, 'occurredAt', now(),
+        'type', $3::text, 'occurredAt', clock_timestamp(),
         'attemptId', a.id, 'campaignId', a.campaign_id, 'leadId', a.lead_id, 'externalId', l.external_id,
         'operatorId', a.operator_id, 'correlationId', a.correlation_id, 'kind', a.kind, 'phone', a.phone_e164,
         'status', a.status, 'result', a.result, 'hangupCause', a.hangup_cause, 'sipCode', a.sip_code,

@@ -217,7 +217,7 @@ pub async fn set_state(
     sqlx::query(&format!(
         "WITH old AS (SELECT id, state FROM operators WHERE id = $1 FOR UPDATE),
          changed AS (
-             UPDATE operators o SET state = $2, state_changed_at = now(), updated_at = now(),
+             UPDATE operators o SET state = $2, state_changed_at = clock_timestamp(), updated_at = now(),
                  session_channel_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($3, o.session_channel_id) END,
                  session_bridge_id = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($4, o.session_bridge_id) END,
                  session_instance = CASE WHEN $2 = 'offline' THEN NULL ELSE coalesce($5, o.session_instance) END
@@ -240,7 +240,7 @@ pub async fn set_state(
 /// appended to supplies `o` with id, name, endpoint, state and previous.
 const STATE_EVENT: &str = "INSERT INTO outbox (id, event_type, routing_key, payload)
      SELECT gen_random_uuid(), 'OperatorStateChanged', 'operator.state',
-            jsonb_build_object('type', 'OperatorStateChanged', 'occurredAt', now(), 'operatorId', o.id,
+            jsonb_build_object('type', 'OperatorStateChanged', 'occurredAt', clock_timestamp(), 'operatorId', o.id,
                 'name', o.name, 'endpoint', o.endpoint, 'state', o.state, 'previousState', o.previous)";
 
 /// A session this instance held, with the operator's latest attempt (for adoption at start-up).
