@@ -22,11 +22,25 @@ use crate::ari::ConnectionState;
 
 /// Latency buckets: the connect goal is p99 under 100 ms.
 const LATENCY_BUCKETS: [f64; 12] = [0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0];
+/// Work measured in microseconds to milliseconds (the engine's per-input handling; goal p99 < 5 ms).
+const FAST_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1];
 /// Originate to ringing: network and carrier time, up to seconds.
 const RING_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
 
 /// Customer answer → customer and operator in one bridge.
 pub const CONNECT_LATENCY: &str = "obzvon_connect_latency_seconds";
+/// An operator taken for an answered customer → both in one bridge (the dialer's own part of
+/// the connect latency, without the wait for a free operator).
+pub const CONNECT_WORK: &str = "obzvon_connect_dialer_seconds";
+/// An ARI request waiting for its turn (at most `ari::client::MAX_REQUESTS_IN_FLIGHT` at once).
+pub const ARI_REQUEST_WAIT: &str = "obzvon_ari_request_wait_seconds";
+/// An ARI request's round trip to Asterisk, from its turn to the answer's last byte.
+pub const ARI_REQUEST: &str = "obzvon_ari_request_seconds";
+/// An ARI event's age when the engine takes it up (Asterisk's timestamp to now).
+pub const ARI_EVENT_LAG: &str = "obzvon_ari_event_lag_seconds";
+/// The engine's handling of one input (an event, a command, an ARI answer, a tick): the core's
+/// transition and handing its actions on.
+pub const ENGINE_INPUT: &str = "obzvon_engine_input_seconds";
 /// Originate request → the customer's phone rings.
 pub const ORIGINATE_TO_RING: &str = "obzvon_originate_to_ring_seconds";
 pub const ATTEMPTS: &str = "obzvon_attempts_total";
@@ -69,6 +83,11 @@ pub fn handle() -> PrometheusHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SCHEDULER_TICK.to_owned()), &LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ORIGINATE_TO_RING.to_owned()), &RING_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CONNECT_WORK.to_owned()), &LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ARI_REQUEST_WAIT.to_owned()), &LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ARI_REQUEST.to_owned()), &LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ARI_EVENT_LAG.to_owned()), &LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ENGINE_INPUT.to_owned()), &FAST_BUCKETS))
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
@@ -91,6 +110,27 @@ fn describe() {
         ORIGINATE_TO_RING,
         Unit::Seconds,
         "Originate request to the customer's phone ringing"
+    );
+    describe_histogram!(
+        CONNECT_WORK,
+        Unit::Seconds,
+        "An operator taken for an answered customer to both in one bridge"
+    );
+    describe_histogram!(
+        ARI_REQUEST_WAIT,
+        Unit::Seconds,
+        "ARI requests waiting for a turn (a bounded number are in flight at once)"
+    );
+    describe_histogram!(ARI_REQUEST, Unit::Seconds, "ARI request round trips to Asterisk");
+    describe_histogram!(
+        ARI_EVENT_LAG,
+        Unit::Seconds,
+        "ARI events' age when the engine takes them up (Asterisk's timestamp to then)"
+    );
+    describe_histogram!(
+        ENGINE_INPUT,
+        Unit::Seconds,
+        "The engine's handling of one input (core transition and handing its actions on)"
     );
     describe_counter!(ATTEMPTS, "Finished attempts by campaign, status and result");
     describe_histogram!(

@@ -24,7 +24,7 @@ use common::process::Obzvon;
 use common::*;
 use obzvon::sim::Population;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 use sqlx::Row;
 
@@ -46,21 +46,6 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
         Err(_) => default,
     }
-}
-
-/// One lead's number: what its far end does (see scripts/sipp/trunk-uas.xml).
-fn lead_number(i: usize, live: f64, people: &Population, rng: &mut StdRng) -> String {
-    let (behaviour, ring, talk) = if rng.random::<f64>() < live {
-        let ring = people.answer_after(rng).round();
-        let talk = people.talk_time(rng).round().clamp(1.0, 99.0);
-        (1, ring as u8, talk as u8)
-    } else if rng.random::<f64>() < 0.25 {
-        (2, rng.random_range(2..=6), 0)
-    } else {
-        (3, 0, 0)
-    };
-    // +7 9XX: Russian mobile numbers; the index keeps them apart (at most MAX_LEADS).
-    format!("+79{i:04}{behaviour}{ring:02}{talk:02}")
 }
 
 /// CPU time of a process (user + system) in seconds.
@@ -287,7 +272,7 @@ async fn load_run() {
     };
     let mut csv = String::from("phone\n");
     for i in 0..leads {
-        csv.push_str(&lead_number(i, live, &people, &mut rng));
+        csv.push_str(&common::people::lead_number(i, live, 0.25, &people, &mut rng));
         csv.push('\n');
     }
     let body = json!({
@@ -320,12 +305,16 @@ async fn load_run() {
     let cpu = |p: Option<u32>| p.map(process_cpu).unwrap_or(0.0);
     let pg0 = pg_counters(&pool).await;
     let (busy0, all0) = box_cpu();
-    let (ob0, ast0, sipp0, post0) = (
-        process_cpu(pid),
-        cpu(asterisk),
-        cpu(trunk) + phones.cpu(),
-        postgres_cpu(),
-    );
+    // CPU seconds so far of obzvon, Asterisk, the SIPps and PostgreSQL.
+    let readings = || {
+        (
+            process_cpu(pid),
+            cpu(asterisk),
+            cpu(trunk) + phones.cpu(),
+            postgres_cpu(),
+        )
+    };
+    let (ob0, ast0, sipp0, post0) = readings();
     let started = Utc::now();
     let clock = Instant::now();
     server.post(&format!("/campaigns/{id}/start"), json!({})).await;
@@ -365,12 +354,7 @@ async fn load_run() {
     // Let the relay send the last events and PostgreSQL's statistics catch up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (busy1, all1) = box_cpu();
-    let (ob1, ast1, sipp1, post1) = (
-        process_cpu(pid),
-        cpu(asterisk),
-        cpu(trunk) + phones.cpu(),
-        postgres_cpu(),
-    );
+    let (ob1, ast1, sipp1, post1) = readings();
     let pg1 = pg_counters(&pool).await;
     let wall = clock.elapsed().as_secs_f64();
 
@@ -438,6 +422,22 @@ async fn load_run() {
         .await
         .unwrap();
     let tick_p99 = histogram_quantile(&metrics, "obzvon_scheduler_tick_seconds", 0.99);
+    let bucket = |name: &str, q: f64| {
+        histogram_quantile(&metrics, name, q).map_or("none".to_owned(), |s| format!("≤ {:.0}", s * 1000.0))
+    };
+    let ari_wait = (
+        bucket("obzvon_ari_request_wait_seconds", 0.5),
+        bucket("obzvon_ari_request_wait_seconds", 0.99),
+    );
+    let ari_trip = (
+        bucket("obzvon_ari_request_seconds", 0.5),
+        bucket("obzvon_ari_request_seconds", 0.99),
+    );
+    let ari_count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("obzvon_ari_request_seconds_count "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
 
     let obzvon_cpu = ob1 - ob0;
     let asterisk_cpu = ast1 - ast0;
@@ -522,6 +522,32 @@ async fn load_run() {
             percentile(&lag, 0.99),
             lag.last().copied().unwrap_or(0.0),
             lag.len()
+        ),
+    );
+    line(
+        "connect, the dialer's part p50 / p99 (ms)",
+        format!(
+            "{} / {} (operator taken → bridged; the rest is waiting for one)",
+            bucket("obzvon_connect_dialer_seconds", 0.5),
+            bucket("obzvon_connect_dialer_seconds", 0.99)
+        ),
+    );
+    line(
+        "ARI requests/s; turn wait p50 / p99 (ms)",
+        format!("{:.0}; {} / {}", ari_count / wall, ari_wait.0, ari_wait.1),
+    );
+    line(
+        "ARI round trip p50 / p99 (bucket, ms)",
+        format!("{} / {}", ari_trip.0, ari_trip.1),
+    );
+    line(
+        "ARI event age p50 / p99; engine input p99",
+        format!(
+            "{} / {} ms; {}",
+            bucket("obzvon_ari_event_lag_seconds", 0.5),
+            bucket("obzvon_ari_event_lag_seconds", 0.99),
+            histogram_quantile(&metrics, "obzvon_engine_input_seconds", 0.99)
+                .map_or("none".to_owned(), |s| format!("≤ {:.2} ms", s * 1000.0))
         ),
     );
     line(

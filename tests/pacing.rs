@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use common::*;
 use obzvon::sim::Population;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 use sqlx::Row;
 
@@ -30,28 +30,6 @@ const TALK_MEAN_SECS: f64 = 20.0;
 const WRAP_SECS: u32 = 5;
 const DIAL_TIMEOUT_SECS: u32 = 28;
 const TARGET: f64 = 0.03;
-
-/// One lead: what its far end does. The number's last five digits tell the trunk (see
-/// scripts/sipp/trunk-uas.xml); the index before them keeps the numbers apart.
-fn lead_number(i: usize, rng: &mut StdRng) -> String {
-    let (behaviour, ring, talk) = if rng.random::<f64>() < LIVE {
-        // A person answers 2 s + Gamma(3, 3 s) after the dial (before the timeout) and talks
-        // lognormal, mean TALK_MEAN_SECS, coefficient of variation 1: the simulator's draws.
-        let people = Population {
-            talk_mean_secs: TALK_MEAN_SECS,
-            dial_timeout_secs: f64::from(DIAL_TIMEOUT_SECS) - 1.0,
-            ..Population::default()
-        };
-        let ring = people.answer_after(rng).round();
-        let talk = people.talk_time(rng).round().clamp(1.0, 99.0);
-        (1, ring as u8, talk as u8)
-    } else if rng.random::<f64>() < BUSY {
-        (2, rng.random_range(2..=6), 0)
-    } else {
-        (3, 0, 0)
-    };
-    format!("+79{i:04}{behaviour}{ring:02}{talk:02}")
-}
 
 struct Call {
     operator: Option<uuid::Uuid>,
@@ -82,9 +60,16 @@ async fn predictive_pacing_with_twenty_operators_dials_ahead_and_holds_the_aband
     let seed: u64 = rand::random();
     eprintln!("pacing test bed: seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
+    // A person answers 2 s + Gamma(3, 3 s) after the dial (before the timeout) and talks
+    // lognormal, mean TALK_MEAN_SECS, coefficient of variation 1: the simulator's draws.
+    let people = Population {
+        talk_mean_secs: TALK_MEAN_SECS,
+        dial_timeout_secs: f64::from(DIAL_TIMEOUT_SECS) - 1.0,
+        ..Population::default()
+    };
     let mut csv = String::from("phone\n");
     for i in 0..LEADS {
-        csv.push_str(&lead_number(i, &mut rng));
+        csv.push_str(&common::people::lead_number(i, LIVE, BUSY, &people, &mut rng));
         csv.push('\n');
     }
     let body = json!({

@@ -533,8 +533,10 @@ impl AriClient {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> Result<bytes::Bytes, AriError> {
+        let asked = Instant::now();
         let _turn = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let started = Instant::now();
+        metrics::histogram!(crate::metrics::ARI_REQUEST_WAIT).record((started - asked).as_secs_f64());
         let mut request = self.request(method.clone(), path)?.query(query);
         if let Some(body) = body {
             request = request.json(body);
@@ -547,6 +549,7 @@ impl AriClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
+        metrics::histogram!(crate::metrics::ARI_REQUEST).record(started.elapsed().as_secs_f64());
         tracing::debug!(%method, path, status = status.as_u16(), duration_ms = started.elapsed().as_millis() as u64, "ari request");
         if status.is_success() {
             return Ok(bytes);

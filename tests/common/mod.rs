@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod contracts;
 pub mod farend;
+pub mod people;
 pub mod process;
 pub mod proxy;
 

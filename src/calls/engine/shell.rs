@@ -169,7 +169,11 @@ impl Shell {
                 }
                 Some(input) = results.recv() => self.feed(input),
                 event = events.events.recv() => match event {
-                    Some(event) => self.feed(Input::Event(event)),
+                    Some(event) => {
+                        let age = (chrono::Utc::now() - event.timestamp.to_utc()).num_microseconds().unwrap_or(0);
+                        metrics::histogram!(crate::metrics::ARI_EVENT_LAG).record(age.max(0) as f64 / 1e6);
+                        self.feed(Input::Event(event))
+                    }
                     None => anyhow::bail!("the ARI event stream ended"),
                 },
                 changed = events.state.changed() => {
@@ -272,11 +276,13 @@ impl Shell {
     }
 
     fn feed(&mut self, input: Input) {
+        let started = Instant::now();
         let actions = self.core.handle(input, Now::real());
         for action in actions {
             self.run_action(action);
         }
         self.publish_status();
+        metrics::histogram!(crate::metrics::ENGINE_INPUT).record(started.elapsed().as_secs_f64());
     }
 
     /// Hands each chain's part of an input's ARI calls to that chain's worker (started when it
@@ -528,7 +534,10 @@ fn observe(o: Observation) {
     use crate::metrics as m;
     match o {
         Observation::Ringing { after } => metrics::histogram!(m::ORIGINATE_TO_RING).record(after.as_secs_f64()),
-        Observation::Connected { latency } => metrics::histogram!(m::CONNECT_LATENCY).record(latency.as_secs_f64()),
+        Observation::Connected { latency, connecting } => {
+            metrics::histogram!(m::CONNECT_LATENCY).record(latency.as_secs_f64());
+            metrics::histogram!(m::CONNECT_WORK).record(connecting.as_secs_f64());
+        }
         Observation::Ended {
             campaign,
             status,

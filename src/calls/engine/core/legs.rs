@@ -112,6 +112,8 @@ pub enum LegState {
         operator: OperatorId,
         bridge: BridgeId,
         checked: bool,
+        /// When the operator was taken for this customer.
+        chosen: DateTime<Utc>,
     },
     Bridged {
         answered: DateTime<Utc>,
@@ -905,6 +907,7 @@ impl Core {
             operator: op,
             bridge: bridge.clone(),
             checked: !check,
+            chosen: now.wall,
         };
         leg.touched = now.at;
         if check {
@@ -934,6 +937,7 @@ impl Core {
             bridge,
             answered,
             deadline,
+            chosen,
         } = leg.state.clone()
         else {
             return;
@@ -948,6 +952,7 @@ impl Core {
                 operator,
                 bridge: bridge.clone(),
                 checked: true,
+                chosen,
             };
             self.add_to_bridge(attempt, bridge);
             return;
@@ -1060,6 +1065,12 @@ impl Core {
     pub(super) fn bridged(&mut self, attempt: AttemptId, op: OperatorId, bridge: BridgeId, now: Now) {
         let leg = self.legs.get_mut(&attempt).expect("caller checked");
         let Some(answered) = leg.answered() else { return };
+        // The dialer's own part: from an operator taken for the customer (at once if one was
+        // free at the answer) to both in one bridge.
+        let chosen = match leg.state {
+            LegState::Connecting { chosen, .. } => chosen,
+            _ => answered,
+        };
         let recording = leg.call.spec.recording.then(|| recording_name(attempt));
         let rerouted = leg.lost;
         leg.state = LegState::Bridged {
@@ -1071,8 +1082,9 @@ impl Core {
         leg.touched = now.at;
         let (campaign, spec) = (leg.call.campaign, leg.call.spec.clone());
         let latency = (now.wall - answered).to_std().unwrap_or_default();
+        let connecting = (now.wall - chosen).to_std().unwrap_or_default();
         let reason = rerouted.map(|lost| format!("moved to another operator after operator {lost}'s phone died"));
-        self.observe(Observation::Connected { latency });
+        self.observe(Observation::Connected { latency, connecting });
         if rerouted.is_none() {
             self.learn(campaign, &spec, PacingOutcome::Connected { abandoned: false });
         }

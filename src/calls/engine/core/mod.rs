@@ -507,7 +507,10 @@ pub enum Observation {
         after: Duration,
     },
     Connected {
+        /// From the customer's answer.
         latency: Duration,
+        /// From an operator taken for them (the media check and the bridge).
+        connecting: Duration,
     },
     Ended {
         campaign: Option<CampaignId>,

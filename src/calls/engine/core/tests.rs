@@ -391,7 +391,8 @@ fn a_campaign_call_is_dialled_rings_is_connected_on_answer_and_ends_in_wrap_up()
     let out = rig.bridged_ok(attempt, &bridge);
     assert!(writes(&out).iter().any(|w| matches!(w, Write::Attempt { to: AttemptStatus::InProgress, change, .. } if change.bridged_at.is_some() && change.operator == Some(rig.op(1).id))));
     assert!(out.contains(&Action::Observe(Observation::Connected {
-        latency: Duration::from_millis(5)
+        latency: Duration::from_millis(5),
+        connecting: Duration::from_millis(5),
     })));
     assert_eq!(rig.session_state(1), Some(OperatorState::OnCall));
     rig.ms += 3000;
@@ -554,7 +555,17 @@ fn a_waiting_customer_goes_to_the_first_operator_who_becomes_ready() {
     rig.hangup(&talking.channel(), 16);
     let now = rig.now().wall;
     let out = rig.event(dtmf(&login_channel(2), "#", now));
-    assert_eq!(added(&out, waiting), Some(bridge2));
+    assert_eq!(added(&out, waiting), Some(bridge2.clone()));
+    // The customer waited for the operator; the dialer's own part is the bridging alone.
+    rig.ms += 4;
+    let out = rig.bridged_ok(waiting, &bridge2);
+    assert!(
+        out.contains(&Action::Observe(Observation::Connected {
+            latency: Duration::from_millis(204),
+            connecting: Duration::from_millis(4),
+        })),
+        "{out:?}"
+    );
 }
 
 #[test]
