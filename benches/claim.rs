@@ -1,16 +1,18 @@
 //! Scheduler claim benchmark: leads claimed per second and claim latency with a large lead
-//! table (default 1,000,000 leads; OBZVON_BENCH_LEADS to change). Uses a fresh database on
-//! the configured PostgreSQL (DATABASE_URL / OBZVON_DATABASE__URL, as the tests do) and drops
-//! it afterwards. Run: `cargo bench --bench claim`.
+//! table (default 1,000,000 leads; OBZVON_BENCH_LEADS to change), spread over
+//! OBZVON_BENCH_CAMPAIGNS running campaigns (default 1) and one more that is not claimed from.
+//! Uses a fresh database on the configured PostgreSQL (DATABASE_URL / OBZVON_DATABASE__URL, as
+//! the tests do) and drops it afterwards. Run: `cargo bench --bench claim`; the scale form:
+//! `OBZVON_BENCH_LEADS=10000000 OBZVON_BENCH_CAMPAIGNS=20 cargo bench --bench claim`.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use obzvon::campaigns::store as campaigns;
 use obzvon::campaigns::CampaignSpec;
-use obzvon::config::Settings;
 use obzvon::dialer::scheduler::{claim, Limits};
-use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,21 +24,15 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let settings = Settings::load(None)?;
-    let admin_url = settings.database.url.expose_secret().to_owned();
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    let name = format!("obzvon_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    let mut url = url::Url::parse(&admin_url)?;
-    url.set_path(&name);
-    let result = run(url.as_str(), leads).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    result
+    let campaigns: usize = std::env::var("OBZVON_BENCH_CAMPAIGNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    common::with_scratch_database("claim", |_, url| async move { run(&url, leads, campaigns).await }).await
 }
 
-async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
+async fn run(url: &str, leads: i64, running: usize) -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
         .connect(url)
@@ -44,9 +40,17 @@ async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
     obzvon::db::migrate(&pool).await?;
     let spec = CampaignSpec::from_json(serde_json::json!({
         "name": "bench", "trunk": "PJSIP/{number}@trunk", "caller_id": "1", "max_concurrent_calls": 10000,
+        "calls_per_second": 1000,
     }))
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let campaign = campaigns::create(&pool, spec).await?;
+    let campaign = campaigns::create(&pool, spec.clone()).await?;
+    let mut all = vec![campaign.clone()];
+    for k in 1..running {
+        let mut spec = spec.clone();
+        spec.name = format!("bench {k}");
+        all.push(campaigns::create(&pool, spec).await?);
+    }
+    let ids: Vec<obzvon::ids::CampaignId> = all.iter().map(|c| c.id).collect();
     // A second campaign's leads share the table, as in production.
     let other = campaigns::create(
         &pool,
@@ -58,20 +62,20 @@ async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
     let t = Instant::now();
     sqlx::query(
         "INSERT INTO leads (id, campaign_id, phone_e164, priority, state, next_attempt_at)
-         SELECT gen_random_uuid(), CASE WHEN i % 10 = 0 THEN $2 ELSE $1 END,
-                '+7916' || lpad(i::text, 7, '0'), (i % 5)::int,
+         SELECT gen_random_uuid(), CASE WHEN i % 10 = 0 THEN $2 ELSE $1[1 + (i / 10) % cardinality($1)] END,
+                '+791' || lpad(i::text, 8, '0'), (i % 5)::int,
                 CASE WHEN i % 4 = 0 THEN 'scheduled' ELSE 'pending' END,
                 CASE WHEN i % 4 = 0 THEN now() + interval '1 hour' ELSE NULL END
          FROM generate_series(1, $3) AS i",
     )
-    .bind(campaign.id)
+    .bind(&ids)
     .bind(other.id)
     .bind(leads)
     .execute(&pool)
     .await?;
     sqlx::query("ANALYZE leads").execute(&pool).await?;
     println!(
-        "{leads} leads inserted in {:.1} s (90% in the benchmarked campaign, a quarter of them scheduled for later)",
+        "{leads} leads inserted in {:.1} s (90% in {running} benchmarked campaign(s), a quarter of them scheduled for later)",
         t.elapsed().as_secs_f64()
     );
 
@@ -82,6 +86,32 @@ async fn run(url: &str, leads: i64) -> anyhow::Result<()> {
     // Two instances sharing the database (this machine has two cores).
     let (claimed, latencies, elapsed) = claim_for(&pool, &campaign, 50, Duration::from_secs(5), 2).await?;
     report("batch 50, 2 claimers", claimed, &latencies, elapsed);
+    if running > 1 {
+        // As the scheduler's round goes: each campaign in turn, from one box and from two.
+        for claimers in [1, 2] {
+            let (claimed, latencies, elapsed) =
+                claim_round(&pool, &all, 50, Duration::from_secs(10), claimers, Limits::Off).await?;
+            report(
+                &format!("batch 50, {running} campaigns in turn, {claimers} claimer(s)"),
+                claimed,
+                &latencies,
+                elapsed,
+            );
+        }
+    }
+    // The scheduler's claims are held to each campaign's calls per second and concurrency
+    // across boxes (one more statement and a row lock per claim); 1,000 a second each here,
+    // and the calls claimed so far have ended.
+    sqlx::query("UPDATE attempts SET status = 'completed', ended_at = now() WHERE status = 'init'")
+        .execute(&pool)
+        .await?;
+    let (claimed, latencies, elapsed) = claim_round(&pool, &all, 50, Duration::from_secs(5), 2, Limits::Shared).await?;
+    report(
+        &format!("batch 50, {running} campaign(s) in turn, 2 claimers, shared limits"),
+        claimed,
+        &latencies,
+        elapsed,
+    );
 
     // 100,000 leads of a campaign with contact limits; every number had two calls last week
     // (200,000 attempts of history).
@@ -140,18 +170,34 @@ async fn claim_for(
     span: Duration,
     claimers: usize,
 ) -> anyhow::Result<(usize, Vec<f64>, Duration)> {
+    claim_round(pool, std::slice::from_ref(campaign), batch, span, claimers, Limits::Off).await
+}
+
+/// `claimers` tasks (boxes) claim `batch` leads from each campaign in turn for `span`.
+async fn claim_round(
+    pool: &sqlx::PgPool,
+    campaigns: &[campaigns::Campaign],
+    batch: usize,
+    span: Duration,
+    claimers: usize,
+    limits: Limits,
+) -> anyhow::Result<(usize, Vec<f64>, Duration)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..claimers {
         let pool = pool.clone();
-        let campaign = campaign.clone();
+        let campaigns = campaigns.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut claimed = 0;
             let instance = format!("bench-{c}");
-            while started.elapsed() < span {
+            // The boxes start their rounds at different campaigns.
+            for campaign in campaigns.iter().cycle().skip(c * campaigns.len() / claimers.max(1)) {
+                if started.elapsed() >= span {
+                    break;
+                }
                 let t = Instant::now();
-                let (got, _) = claim(&pool, &campaign, batch, Limits::Off, &instance, Utc::now(), "bench").await?;
+                let (got, _) = claim(&pool, campaign, batch, limits, &instance, Utc::now(), "bench").await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 claimed += got.len();
             }

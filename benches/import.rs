@@ -4,14 +4,14 @@
 //! (dropped afterwards). Prints the time, rows per second and the process's resident memory
 //! before and at its peak. Run: `cargo bench --bench import`.
 
+mod common;
+
 use std::io::Write;
 use std::time::Instant;
 
 use obzvon::campaigns::store as campaigns;
 use obzvon::campaigns::CampaignSpec;
-use obzvon::config::Settings;
 use obzvon::leads::import;
-use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,18 +23,7 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let settings = Settings::load(None)?;
-    let admin_url = settings.database.url.expose_secret().to_owned();
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    let name = format!("obzvon_bench_import_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    let mut url = url::Url::parse(&admin_url)?;
-    url.set_path(&name);
-    let result = run(url.as_str(), rows).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    result
+    common::with_scratch_database("import", |_, url| async move { run(&url, rows).await }).await
 }
 
 async fn run(url: &str, rows: usize) -> anyhow::Result<()> {
@@ -64,7 +53,7 @@ async fn run(url: &str, rows: usize) -> anyhow::Result<()> {
         }
     }
     let size = std::fs::metadata(&path)?.len();
-    let before = rss_kib("VmRSS");
+    let before = common::proc_kib("VmRSS");
     let t = Instant::now();
     let report = import::import_csv(&pool, campaign.id, None, std::fs::File::open(&path)?).await;
     let secs = t.elapsed().as_secs_f64();
@@ -85,20 +74,8 @@ async fn run(url: &str, rows: usize) -> anyhow::Result<()> {
     println!(
         "resident memory: {:.0} MiB before, {:.0} MiB at the peak",
         before as f64 / 1024.0,
-        rss_kib("VmHWM") as f64 / 1024.0
+        common::proc_kib("VmHWM") as f64 / 1024.0
     );
     pool.close().await;
     Ok(())
-}
-
-/// A line of /proc/self/status, in KiB.
-fn rss_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }

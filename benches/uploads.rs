@@ -6,11 +6,12 @@
 //! and RabbitMQ (`eval "$(scripts/testbed.sh env)"`); the database is dropped afterwards.
 //! Run: `cargo bench --bench uploads`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use obzvon::config::Settings;
-use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,18 +35,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let stalled = env_count("OBZVON_BENCH_STALLED", 50);
     let requests = env_count("OBZVON_BENCH_REQUESTS", 2000).max(1);
-    let settings = Settings::load(None)?;
-    let admin_url = settings.database.url.expose_secret().to_owned();
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    let name = format!("obzvon_bench_uploads_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    let mut url = url::Url::parse(&admin_url)?;
-    url.set_path(&name);
-    let result = run(settings, url.as_str(), stalled, requests).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
-    result
+    common::with_scratch_database("uploads", |settings, url| async move {
+        run(settings, &url, stalled, requests).await
+    })
+    .await
 }
 
 async fn run(mut settings: Settings, url: &str, stalled: usize, requests: usize) -> anyhow::Result<()> {
