@@ -18,6 +18,31 @@ async fn migrated() -> (TestDb, PgPool) {
     (db, pool)
 }
 
+/// A campaign's lead `phone` whose one attempt was bridged and ended as a success; the
+/// lead's and the attempt's ids.
+async fn finished_call(pool: &PgPool, campaign: obzvon::ids::CampaignId, phone: &str) -> (Uuid, Uuid) {
+    let (lead, attempt) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count, last_result) VALUES ($1, $2, $3, 'done', 1, 'success')")
+        .bind(lead)
+        .bind(campaign)
+        .bind(phone)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO attempts (id, campaign_id, lead_id, phone_e164, status, result, answered_at, bridged_at, ended_at)
+         VALUES ($1, $2, $3, $4, 'completed', 'success', now() - interval '5 s', now() - interval '4 s', now())",
+    )
+    .bind(attempt)
+    .bind(campaign)
+    .bind(lead)
+    .bind(phone)
+    .execute(pool)
+    .await
+    .unwrap();
+    (lead, attempt)
+}
+
 fn constraint(err: &sqlx::Error) -> Option<String> {
     err.as_database_error().and_then(|d| d.constraint()).map(str::to_owned)
 }
@@ -245,24 +270,7 @@ async fn a_call_put_through_to_a_dead_phone_is_corrected_to_operator_lost_and_th
         ..Default::default()
     };
     let campaign = obzvon::campaigns::store::create(&pool, spec).await.unwrap();
-    let lead = Uuid::new_v4();
-    sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count, last_result) VALUES ($1, $2, '+79161230000', 'done', 1, 'success')")
-        .bind(lead)
-        .bind(campaign.id)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let attempt = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO attempts (id, campaign_id, lead_id, phone_e164, status, result, answered_at, bridged_at, ended_at)
-         VALUES ($1, $2, $3, '+79161230000', 'completed', 'success', now() - interval '5 s', now() - interval '4 s', now())",
-    )
-    .bind(attempt)
-    .bind(campaign.id)
-    .bind(lead)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let (lead, attempt) = finished_call(&pool, campaign.id, "+79161230000").await;
     let write = obzvon::calls::engine::core::Write::OperatorLost {
         attempt: obzvon::ids::AttemptId::from_uuid(attempt),
         reason: "the operator's phone had gone silent 12 ms before the customer was put through".into(),
@@ -316,26 +324,7 @@ async fn journal_entries_applied_in_a_batch_are_applied_once_and_a_replayed_batc
     let campaign = obzvon::campaigns::store::create(&pool, spec).await.unwrap();
     let mut writes = Vec::new();
     for i in 0..3 {
-        let (lead, attempt) = (Uuid::new_v4(), Uuid::new_v4());
-        let phone = format!("+7916123000{i}");
-        sqlx::query("INSERT INTO leads (id, campaign_id, phone_e164, state, attempts_count, last_result) VALUES ($1, $2, $3, 'done', 1, 'success')")
-            .bind(lead)
-            .bind(campaign.id)
-            .bind(&phone)
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO attempts (id, campaign_id, lead_id, phone_e164, status, result, answered_at, bridged_at, ended_at)
-             VALUES ($1, $2, $3, $4, 'completed', 'success', now() - interval '5 s', now() - interval '4 s', now())",
-        )
-        .bind(attempt)
-        .bind(campaign.id)
-        .bind(lead)
-        .bind(&phone)
-        .execute(&pool)
-        .await
-        .unwrap();
+        let (_, attempt) = finished_call(&pool, campaign.id, &format!("+7916123000{i}")).await;
         writes.push((
             attempt,
             obzvon::calls::engine::core::Write::OperatorLost {

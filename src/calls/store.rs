@@ -16,21 +16,7 @@ use crate::leads::store::{apply_step, next_step, release_reservation, skip_reser
 /// the instance's journal, recorded in the same transaction, so a replay after a crash skips
 /// what was applied already. A write that no longer applies (a late event) changes nothing.
 pub async fn apply(pool: &PgPool, instance: &str, seq: u64, write: &Write) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let applied: i64 = sqlx::query_scalar(
-        "INSERT INTO engine_journal (instance) VALUES ($1)
-         ON CONFLICT (instance) DO UPDATE SET instance = excluded.instance
-         RETURNING applied_seq",
-    )
-    .bind(instance)
-    .fetch_one(&mut *tx)
-    .await?;
-    if applied >= seq as i64 {
-        return Ok(());
-    }
-    apply_write(&mut tx, instance, write).await?;
-    mark_applied(&mut tx, instance, seq).await?;
-    tx.commit().await
+    apply_batch(pool, instance, &[(seq, write)]).await
 }
 
 /// Applies journal entries (`seq`, write) in order in one transaction, with one checkpoint
