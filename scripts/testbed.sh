@@ -203,16 +203,19 @@ install_config() {
 	rm -f "$etc/extensions.ael" "$etc/extensions.lua"
 }
 
+# The pid of the test bed's Asterisk whose run directory (in the chroot) is $1 (default the
+# first box's), if it runs.
 asterisk_pid() {
-	local pidfile=$ROOTFS/run/asterisk/asterisk.pid pid
+	local pidfile=$ROOTFS${1:-/run/asterisk}/asterisk.pid pid
 	[ -f "$pidfile" ] || return 1
 	pid=$(cat "$pidfile" 2>/dev/null) || return 1
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$ROOTFS" ] || return 1
 	echo "$pid"
 }
 
+# Whether ARI answers at $1 (default the first box's).
 ari_ready() {
-	curl -fsS -m 2 -u "$ARI_USER:$ARI_PASSWORD" "$ARI_URL/asterisk/info" >/dev/null 2>&1
+	curl -fsS -m 2 -u "$ARI_USER:$ARI_PASSWORD" "${1:-$ARI_URL}/asterisk/info" >/dev/null 2>&1
 }
 
 asterisk_start() {
@@ -314,17 +317,9 @@ box2_sum() {
 	{ config_sum; declare -f box2_config | sha256sum; } | sha256sum | cut -d' ' -f1
 }
 
-box2_pid() {
-	local pidfile=$ROOTFS/run/asterisk-box2/asterisk.pid pid
-	[ -f "$pidfile" ] || return 1
-	pid=$(cat "$pidfile" 2>/dev/null) || return 1
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$ROOTFS" ] || return 1
-	echo "$pid"
-}
+box2_pid() { asterisk_pid /run/asterisk-box2; }
 
-box2_ari_ready() {
-	curl -fsS -m 2 -u "$ARI_USER:$ARI_PASSWORD" "http://127.0.0.1:$BOX2_ARI_PORT/ari/asterisk/info" >/dev/null 2>&1
-}
+box2_ari_ready() { ari_ready "http://127.0.0.1:$BOX2_ARI_PORT/ari"; }
 
 box2_start() {
 	# Its configuration is the first box's, as installed.
